@@ -1,0 +1,42 @@
+"""Installable package for truenas-vmware-coord.
+
+The source folder is ``plugin/`` (fixed by the design card), installed under the specific
+import name ``truenas_vmware_coord`` so it cannot collide with other packages' ``plugin``.
+"""
+
+from setuptools import setup
+
+PACKAGES = [
+    "truenas_vmware_coord",
+    "truenas_vmware_coord.cli",
+    "truenas_vmware_coord.domain",
+    "truenas_vmware_coord.engine",
+    "truenas_vmware_coord.schemas",
+    "truenas_vmware_coord.store",
+    "truenas_vmware_coord.vsphere",
+    "truenas_vmware_coord.zfs",
+]
+
+setup(
+    name="truenas-vmware-coord",
+    version="0.1.0",
+    description="VM-consistent ZFS snapshots of VMware datastores for TrueNAS middlewared",
+    python_requires=">=3.11",
+    packages=PACKAGES,
+    package_dir={
+        pkg: "plugin" + pkg[len("truenas_vmware_coord"):].replace(".", "/") for pkg in PACKAGES
+    },
+    package_data={"truenas_vmware_coord.schemas": ["*.json"]},
+    install_requires=[
+        "pyvmomi>=8.0.1",
+        "jsonschema>=4.18",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "ruff>=0.4",
+        ],
+    },
+    entry_points={"console_scripts": ["vmware-coord=truenas_vmware_coord.cli.main:main"]},
+)

@@ -1,0 +1,269 @@
+"""Build and run the govmomi vSphere simulator (vcsim) from Debian's packages.
+
+Debian ships govmomi 0.24.2's ``simulator`` library but no ``vcsim`` program, so the
+launcher in ``tools/vcsim/`` is built here, offline, in GOPATH mode with Debian's Go. The
+library is never modified: patched copies of its files and the rig's additions are laid
+over it with ``go build -overlay``. Every patch must apply exactly once; when the library
+changes under it the build fails loudly instead of building something else.
+
+The binary is cached under ``.cache/vcsim/<key>/`` and rebuilt only when the launcher, a
+patch, the library or Go changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+GOPATH = Path("/usr/share/gocode")
+GOVMOMI = GOPATH / "src/github.com/vmware/govmomi"
+SIMULATOR = GOVMOMI / "simulator"
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "tools" / "vcsim"
+CACHE = Path(os.environ.get("VMWARE_COORD_CACHE", ROOT / ".cache"))
+
+# (library file, original text, replacement). Each original must occur exactly once.
+PATCHES: tuple[tuple[str, str, str], ...] = (
+    # Bug 1 (fixed upstream in 0.34): the remove/revert task's entity must be the VM, or
+    # pyVmomi cannot read task.info ("For 'entity' expected type vim.ManagedEntity").
+    (
+        "snapshot.go",
+        'task := CreateTask(v, "removeSnapshot", func(t *Task) (types.AnyType, types.BaseMethodFault) {\n'
+        "\t\tvar changes []types.PropertyChange\n\n"
+        "\t\tvm := Map.Get(v.Vm).(*VirtualMachine)\n",
+        'task := CreateTask(v.Vm, "removeSnapshot", func(t *Task) (types.AnyType, types.BaseMethodFault) {\n'
+        "\t\tvar changes []types.PropertyChange\n\n"
+        "\t\tvm := Map.Get(v.Vm).(*VirtualMachine)\n"
+        '\t\tif f := coordInjectedFault(vm, "RemoveSnapshot_Task"); f != nil {\n'
+        "\t\t\treturn nil, f\n"
+        "\t\t}\n",
+    ),
+    (
+        "snapshot.go",
+        'task := CreateTask(v, "revertToSnapshot",',
+        'task := CreateTask(v.Vm, "revertToSnapshot",',
+    ),
+    (
+        "snapshot.go",
+        "\t\t\tReturnval: task.Run(),\n\t\t},\n\t}\n}\n\n"
+        "func (v *VirtualMachineSnapshot) RevertToSnapshotTask(",
+        '\t\t\tReturnval: coordRun(Map.Get(v.Vm).(*VirtualMachine), "RemoveSnapshot_Task", task, nil),\n'
+        "\t\t},\n\t}\n}\n\n"
+        "func (v *VirtualMachineSnapshot) RevertToSnapshotTask(",
+    ),
+    # Bug 2 (fixed upstream in 0.36): fetching an unset property (vm.snapshot of a VM
+    # without snapshots) indexed an empty MissingSet and dropped the connection.
+    (
+        "property_collector.go",
+        "\tif len(obj.PropSet) == 0 {\n\t\tfault := obj.MissingSet[0].Fault\n",
+        "\tif len(obj.PropSet) == 0 {\n"
+        "\t\tif len(obj.MissingSet) == 0 {\n"
+        "\t\t\tbody.Res = &internal.FetchResponse{}\n"
+        "\t\t\treturn body\n"
+        "\t\t}\n"
+        "\t\tfault := obj.MissingSet[0].Fault\n",
+    ),
+    # extraConfig as vSphere does it: a key set again replaces its value, an empty value
+    # removes it (0.24.2 appends duplicates, so a fault could never be cleared).
+    (
+        "virtual_machine.go",
+        "\t\tif key == val.Key {\n\t\t\tvm.Config.ExtraConfig = append(vm.Config.ExtraConfig, c)\n",
+        "\t\tif key == val.Key {\n\t\t\tvm.Config.ExtraConfig = coordSetExtraConfig(vm.Config.ExtraConfig, c)\n",
+    ),
+    # The call counter behind /_stats.
+    (
+        "simulator.go",
+        "func (s *Service) call(ctx *Context, method *Method) soap.HasFault {\n",
+        "func (s *Service) call(ctx *Context, method *Method) soap.HasFault {\n"
+        "\tif CoordCallHook != nil {\n\t\tCoordCallHook(method.Name)\n\t}\n",
+    ),
+    # CreateSnapshot_Task through the rig's rules (faults, strict mode, async, Ex).
+    (
+        "virtual_machine.go",
+        "func (vm *VirtualMachine) CreateSnapshotTask(req *types.CreateSnapshot_Task) soap.HasFault {\n"
+        '\ttask := CreateTask(vm, "createSnapshot", func(t *Task) (types.AnyType, types.BaseMethodFault) {\n',
+        "func (vm *VirtualMachine) CreateSnapshotTask(req *types.CreateSnapshot_Task) soap.HasFault {\n"
+        "\treturn &methods.CreateSnapshot_TaskBody{\n"
+        "\t\tRes: &types.CreateSnapshot_TaskResponse{\n"
+        '\t\t\tReturnval: vm.coordCreateSnapshot("CreateSnapshot_Task", req),\n'
+        "\t\t},\n\t}\n}\n\n"
+        "func (vm *VirtualMachine) coordCreateSnapshot(method string, req *types.CreateSnapshot_Task) types.ManagedObjectReference {\n"
+        '\ttask := CreateTask(vm, "createSnapshot", func(t *Task) (types.AnyType, types.BaseMethodFault) {\n'
+        "\t\tif f := coordCreateFault(vm, method, req.Memory); f != nil {\n"
+        "\t\t\treturn nil, f\n"
+        "\t\t}\n",
+    ),
+    (
+        "virtual_machine.go",
+        "\t\t\tQuiesced:        req.Quiesce,\n",
+        "\t\t\tQuiesced:        coordQuiesced(vm, req.Quiesce),\n",
+    ),
+    (
+        "virtual_machine.go",
+        "\treturn &methods.CreateSnapshot_TaskBody{\n"
+        "\t\tRes: &types.CreateSnapshot_TaskResponse{\n"
+        "\t\t\tReturnval: task.Run(),\n"
+        "\t\t},\n\t}\n}\n",
+        "\treturn coordRun(vm, method, task, vm)\n}\n",
+    ),
+)
+
+ADDED_FILES = {"zz_coord_hooks.go": "coord_hooks.go"}
+
+
+class RigError(RuntimeError):
+    """The simulator could not be built or started; the message says why."""
+
+
+def _go_env(gocache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(GOPATH=str(GOPATH), GO111MODULE="off", GOPROXY="off", GOFLAGS="",
+               GOCACHE=str(gocache), CGO_ENABLED="0")
+    return env
+
+
+def apply_patches(out_dir: Path) -> dict[str, str]:
+    """Write patched copies of library files to out_dir; return the overlay map."""
+    patched: dict[str, str] = {}
+    for name, old, new in PATCHES:
+        text = patched.get(name) or (SIMULATOR / name).read_text()
+        count = text.count(old)
+        if count != 1:
+            raise RigError(
+                f"vcsim patch for simulator/{name} found its anchor {count} times (expected 1): "
+                f"govmomi changed; update PATCHES in tools/rig/vcsim.py. Anchor: {old[:80]!r}")
+        patched[name] = text.replace(old, new)
+    replace = {}
+    for name, text in patched.items():
+        (out_dir / name).write_text(text)
+        replace[str(SIMULATOR / name)] = str(out_dir / name)
+    for added, src in ADDED_FILES.items():
+        target = SIMULATOR / added
+        if target.exists():
+            raise RigError(f"{target} exists in the library; the overlay would hide it")
+        shutil.copyfile(SOURCE / src, out_dir / added)
+        replace[str(target)] = str(out_dir / added)
+    return replace
+
+
+def _build_key() -> str:
+    h = hashlib.sha256()
+    for path in sorted(SOURCE.glob("*.go")) + [Path(__file__)]:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    for name in sorted({p[0] for p in PATCHES}):
+        h.update((SIMULATOR / name).read_bytes())
+    h.update(subprocess.run(["go", "version"], capture_output=True, text=True).stdout.encode())
+    return h.hexdigest()[:16]
+
+
+def build() -> Path:
+    """Build the launcher if needed and return the binary's path."""
+    if not SIMULATOR.is_dir() or shutil.which("go") is None:
+        raise RigError("Debian's golang-go and golang-github-vmware-govmomi-dev are not "
+                       "installed (run ./run setup)")
+    out = CACHE / "vcsim" / _build_key()
+    binary = out / "vcsim"
+    if binary.exists():
+        return binary
+    work = out.with_suffix(".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "overlay").mkdir(parents=True)
+    (work / "src").mkdir()
+    overlay = {"Replace": apply_patches(work / "overlay")}
+    (work / "overlay.json").write_text(json.dumps(overlay, indent=1))
+    shutil.copyfile(SOURCE / "main.go", work / "src" / "main.go")
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["go", "build", "-overlay", str(work / "overlay.json"), "-o", str(work / "vcsim"), "."],
+        cwd=work / "src", env=_go_env(CACHE / "gocache"), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RigError(f"building vcsim failed:\n{proc.stderr}")
+    shutil.rmtree(out, ignore_errors=True)
+    work.rename(out)
+    print(f"built vcsim in {time.monotonic() - started:.1f}s: {binary}", file=sys.stderr)
+    return binary
+
+
+@dataclasses.dataclass
+class Simulator:
+    """A running simulator, stopped by its own pid."""
+
+    url: str                  # https://127.0.0.1:PORT/sdk
+    pid: int
+    sha256: str               # the certificate's SHA-256 fingerprint, AA:BB:...
+    process: subprocess.Popen
+    username: str = "user"
+    password: str = "pass"
+
+    @property
+    def host(self) -> str:
+        return self.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+
+    def stats(self, reset: bool = False) -> dict[str, int]:
+        """Per-method SOAP call counts since the last reset."""
+        ctx = ssl.create_default_context(cadata=ssl.get_server_certificate((self.host, self.port)))
+        url = self.url.rsplit("/sdk", 1)[0] + "/_stats" + ("?reset=1" if reset else "")
+        with urllib.request.urlopen(url, context=ctx, timeout=10) as resp:  # noqa: S310 - https URL
+            return json.loads(resp.read())
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+
+_READY = re.compile(r"^vcsim ready url=(\S+) pid=(\d+) sha256=(\S+)$")
+
+
+def start(*args: str, username: str = "user", password: str = "pass",
+          tmpdir: str | None = None, timeout: float = 120) -> Simulator:
+    """Start the simulator with launcher flags (``"-vm", "10"``…) on 127.0.0.1.
+
+    The model's VM files go to ``tmpdir`` (default: /dev/shm, where writing a thousand
+    .vmx files takes a second instead of several).
+    """
+    binary = build()
+    env = dict(os.environ)
+    env["TMPDIR"] = tmpdir or ("/dev/shm" if os.path.isdir("/dev/shm") else "/tmp")
+    cmd = [str(binary), "-l", "127.0.0.1:0", "-username", username, "-password", password, *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while True:
+        line = proc.stdout.readline()
+        if not line:
+            code = proc.wait()
+            raise RigError(f"vcsim exited with {code} before it was ready: {' '.join(args)}")
+        match = _READY.match(line.strip())
+        if match:
+            return Simulator(url=match[1], pid=int(match[2]), sha256=match[3], process=proc,
+                             username=username, password=password)
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RigError("vcsim did not become ready in time")
+
+
+if __name__ == "__main__":
+    print(build())
