@@ -1,40 +1,153 @@
-"""The demo (./run demo). Until the engine lands it runs the rig's smoke scenario:
-a simulator whose NFS datastore is a zfs-fuse dataset, a VM written onto it, a ZFS
-snapshot with a user property, and a clean teardown."""
+"""The demo (./run demo): one coordinated snapshot on the simulator and a real ZFS pool.
+
+It builds a small, realistic inventory through the vSphere API — normal VMs with Tools,
+one with a PCI passthrough GPU (strict mode: VMware refuses to snapshot it while it runs),
+one whose .vmx lives on another datastore but with a disk on the mapped one, a powered-off
+VM, a VM without Tools, a database VM that policy powers off, a scratch VM that policy
+excludes — on an NFS datastore that is a zfs-fuse dataset. Then it runs the real
+``vmware-coord`` command: ``plan``, ``snapshot``, ``report``; shows the ZFS snapshot with
+its properties; proves that no VMware snapshot is left; and cleans up.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from tools.rig import inventory, vcsim, zfs
 
+NAS = "nas.demo.local"
+PASSWORD_ENV = "DEMO_VCENTER_PASSWORD"
+POLICIES = [
+    {"name": "gpu-hosts", "priority": 10, "ladder": ["crash"],
+     "description": "VMware cannot snapshot a running VM with a passthrough GPU",
+     "match": {"has_blocker": ["passthrough", "vgpu"]}},
+    {"name": "databases", "priority": 20, "ladder": ["power_off", "crash"],
+     "options": {"shutdown_timeout_seconds": 30},
+     "match": {"name_glob": "db-*"}},
+    {"name": "scratch", "priority": 30, "ladder": ["exclude"], "match": {"name_glob": "scratch-*"}},
+]
+
+
+def section(title: str) -> None:
+    print(f"\n=== {title} ===", flush=True)
+
+
+def build_inventory(sim: vcsim.Simulator) -> None:
+    si = inventory.connect_to(sim)
+    for name in ("app-01", "app-02", "app-03"):
+        inventory.create_vm(si, name, "nfs01")
+    gpu = inventory.create_vm(si, "gpu-01", "nfs01")
+    inventory.add_passthrough(gpu, "NVIDIA A2")
+    span = inventory.create_vm(si, "span-01", "nfs02")       # .vmx on the other datastore
+    inventory.add_disk(span, "nfs01", unit=1)                 # ...one disk on the mapped one
+    inventory.power_off(inventory.create_vm(si, "off-01", "nfs01"))
+    inventory.create_vm(si, "notools-01", "nfs01", tools_running=False)
+    inventory.create_vm(si, "db-01", "nfs01")
+    inventory.create_vm(si, "scratch-01", "nfs01")
+    si.content.sessionManager.Logout()
+
+
+def write_config(workdir: Path, sim: vcsim.Simulator, dataset: str) -> Path:
+    config = workdir / "config.toml"
+    config.write_text(f"""\
+state_dir = "{workdir / 'state'}"
+
+[nas]
+addresses = ["{NAS}"]
+
+[endpoints.vcsim]
+password_env = "{PASSWORD_ENV}"
+
+[endpoints.vcsim.connection]
+host = "{sim.host}"
+port = {sim.port}
+username = "{sim.username}"
+tls = {{ sha256_fingerprint = "{sim.sha256}" }}
+
+[[mappings]]
+id = "nfs01"
+endpoint = "vcsim"
+datastore = "nfs01"
+dataset = "{dataset}"
+
+[engine]
+begin_deadline_seconds = 60
+vm_deadline_seconds = 30
+""")
+    return config
+
+
+def vmware_coord(config: Path, *args: str, check_codes: tuple[int, ...] = (0, 1)) -> int:
+    cli = Path(sys.executable).with_name("vmware-coord")
+    print(f"$ vmware-coord {' '.join(args)}", flush=True)
+    code = subprocess.run([str(cli), "-c", str(config), *args]).returncode
+    if code not in check_codes:
+        raise SystemExit(f"vmware-coord {args[0]} exited with {code}")
+    return code
+
+
+def leftover_snapshots(sim: vcsim.Simulator) -> list[str]:
+    si = inventory.connect_to(sim)
+    try:
+        return [f"{vm.name}: {name}" for vm in inventory.vms(si) for name in inventory.snapshot_names(vm)]
+    finally:
+        si.content.sessionManager.Logout()
+
 
 def main() -> int:
-    print("rig smoke scenario (the coordinated-snapshot demo arrives with the engine)")
     workdir = Path(tempfile.mkdtemp(prefix="coord-demo-"))
-    pool = zfs.start_pool(workdir, name="demo")
+    pool = zfs.start_pool(workdir / "zfs", name="demo")
     sim = None
     try:
         dataset = pool.create_dataset("vmware/nfs01")
-        mountpoint = pool.dataset_mountpoint(dataset)
-        sim = vcsim.start("-vm", "1", "-strict", f"-nfs=nfs01={mountpoint}")
-        print(f"simulator: {sim.url} (pid {sim.pid}), certificate sha256 {sim.sha256}")
-        si = inventory.connect_to(sim)
-        vm = inventory.create_vm(si, "app-01", "nfs01")
-        print(f"VM {vm.name}: {vm.config.files.vmPathName}")
-        subprocess.run(["zfs", "snapshot", "-o", "org.truenas.vmware-coord:demo=1",
-                        f"{dataset}@demo"], check=True)
-        print(subprocess.run(["zfs", "list", "-t", "snapshot", "-o", "name,org.truenas.vmware-coord:demo"],
-                             capture_output=True, text=True, check=True).stdout)
+        other = pool.create_dataset("vmware/nfs02")
+        mp, other_mp = pool.dataset_mountpoint(dataset), pool.dataset_mountpoint(other)
+        section("vSphere simulator and ZFS")
+        sim = vcsim.start("-vm", "1", "-strict", f"-nfs=nfs01={mp},host={NAS},path={mp}",
+                          f"-nfs=nfs02={other_mp},host={NAS},path={other_mp}")
+        print(f"simulator {sim.url} (pid {sim.pid}); certificate pinned: {sim.sha256}")
+        print(f"datastore nfs01 is NFS {NAS}:{mp}, the ZFS dataset {dataset}")
+        build_inventory(sim)
+        config = write_config(workdir, sim, dataset)
+        os.environ[PASSWORD_ENV] = sim.password
+
+        section("policies")
+        for policy in POLICIES:
+            vmware_coord(config, "policy", "create", json.dumps(policy), check_codes=(0,))
+        vmware_coord(config, "policy", "list", check_codes=(0,))
+
+        section("plan (dry run)")
+        vmware_coord(config, "plan", dataset, check_codes=(0,))
+
+        section("coordinated snapshot")
+        code = vmware_coord(config, "--progress", "snapshot", dataset, "--name", "demo-1")
+        verdict = ("every VM as its policy requires" if code == 0 else
+                   "not every VM reached what its policy requires: see the table")
+        print(f"(exit code {code}: {verdict})")
+
+        section("the ZFS snapshot and its properties")
+        print(subprocess.run(
+            ["zfs", "get", "-H", "-o", "name,property,value",
+             "freenas:vmsynced,org.truenas.vmware-coord:run,org.truenas.vmware-coord:summary",
+             f"{dataset}@demo-1"], capture_output=True, text=True, check=True).stdout)
+
+        section("VMware snapshots left behind")
+        left = leftover_snapshots(sim)
+        print("none" if not left else "\n".join(left))
+        if left:
+            return 1
+        return 0
     finally:
         if sim:
             sim.stop()
         pool.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

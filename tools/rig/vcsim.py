@@ -81,6 +81,25 @@ PATCHES: tuple[tuple[str, str, str], ...] = (
         "\t\tif key == val.Key {\n\t\t\tvm.Config.ExtraConfig = append(vm.Config.ExtraConfig, c)\n",
         "\t\tif key == val.Key {\n\t\t\tvm.Config.ExtraConfig = coordSetExtraConfig(vm.Config.ExtraConfig, c)\n",
     ),
+    # 0.24.2 leaves vm.capability all false; vCenter reports what the VM supports.
+    (
+        "virtual_machine.go",
+        "\tvm.Guest = &types.GuestInfo{}\n",
+        "\tvm.Guest = &types.GuestInfo{}\n"
+        "\tvm.Capability.SnapshotOperationsSupported = true\n"
+        "\tvm.Capability.MultipleSnapshotsSupported = true\n"
+        "\tvm.Capability.QuiescedSnapshotsSupported = true\n"
+        "\tvm.Capability.MemorySnapshotsSupported = true\n"
+        "\tvm.Capability.RevertToSnapshotSupported = true\n",
+    ),
+    # WaitForUpdatesEx lets updates accumulate for 250 ms before it answers; vCenter
+    # answers as soon as a change is there. 10 ms keeps task waiting from being measured
+    # as a simulator artifact.
+    (
+        "property_collector.go",
+        "ticker := time.NewTicker(250 * time.Millisecond) // allow for updates to accumulate",
+        "ticker := time.NewTicker(10 * time.Millisecond) // vCenter answers promptly",
+    ),
     # The call counter behind /_stats.
     (
         "simulator.go",

@@ -21,6 +21,8 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http"
@@ -237,6 +239,7 @@ func main() {
 	delay := flag.Int("delay", 0, "milliseconds added to every SOAP call")
 	methodDelay := flag.String("method-delay", "", "METHOD:MS,... extra delay per SOAP method")
 	trace := flag.Bool("trace", false, "trace SOAP to stderr")
+	verbose := flag.Bool("log", false, "keep the simulator's own log on stderr")
 	strict := flag.Bool("strict", false, "enforce VMware's snapshot rules (see coord_hooks.go)")
 	tools := flag.Bool("tools-running", false, "start every VM with VMware Tools running")
 	certFile := flag.String("tls-cert", "", "PEM certificate to serve (default: a fresh one)")
@@ -244,6 +247,10 @@ func main() {
 	var nfs multiFlag
 	flag.Var(&nfs, "nfs", "NAME=LOCALDIR[,host=H][,path=P]: an NFS datastore on every host (repeatable)")
 	flag.Parse()
+	if !*verbose {
+		// The library logs every property collector update; tests and the demo read stdout.
+		log.SetOutput(io.Discard)
+	}
 
 	// Parse every flag value before anything is created: fail() exits without cleanup.
 	delays := parseMethodDelay(*methodDelay)

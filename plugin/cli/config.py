@@ -1,0 +1,146 @@
+"""The command line tool's configuration file: load, validate, and build the engine's parts.
+
+TOML or JSON, validated against schemas/cli.json with field-named errors. Passwords are
+read from an environment variable or a file at the moment a connection needs them, never
+from the command line or the configuration file itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from .. import schemas
+from ..domain.errors import FieldError, InvalidInput
+from ..domain.model import Mapping
+from ..domain.storage import StorageFacts
+from ..engine.settings import Settings, parse_settings
+from ..vsphere.session import EndpointSettings
+from ..zfs import snapshot as zfs_snapshot
+from ..zfs.shell import Shell
+
+
+@dataclasses.dataclass(frozen=True)
+class CliConfig:
+    path: Path
+    state_dir: Path
+    endpoints: dict[str, EndpointSettings]        # by endpoint id
+    endpoint_names: dict[str, str]                 # config name -> endpoint id
+    password_sources: dict[str, tuple[str, str]]   # endpoint id -> ("env"|"file", value)
+    mappings: tuple[Mapping, ...]
+    addresses: tuple[str, ...]
+    iscsi_extents: dict[str, list[str]]
+    settings: Settings
+    explicit_journal: bool = False
+
+    @property
+    def journal_path(self) -> Path:
+        if self.explicit_journal:
+            return Path(self.settings.journal_path)
+        return self.state_dir / "journal.sqlite"
+
+    @property
+    def policy_db(self) -> Path:
+        return self.state_dir / "policies.sqlite"
+
+    def password_for(self, endpoint_id: str) -> str:
+        """The password, from its source; InvalidInput naming the field when unavailable."""
+        name = next(n for n, e in self.endpoint_names.items() if e == endpoint_id)
+        kind, value = self.password_sources.get(endpoint_id, ("", ""))
+        field = f"config.endpoints.{name}"
+        if kind == "env":
+            password = os.environ.get(value)
+            if not password:
+                raise InvalidInput.single(f"{field}.password_env",
+                                          f"environment variable {value} is not set or empty")
+            return password
+        if kind == "file":
+            path = Path(value)
+            try:
+                mode = path.stat().st_mode
+                password = path.read_text().splitlines()[0] if path.stat().st_size else ""
+            except (OSError, IndexError) as exc:
+                raise InvalidInput.single(f"{field}.password_file", f"cannot read {path}: "
+                                          f"{getattr(exc, 'strerror', None) or 'empty file'}") from None
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise InvalidInput.single(f"{field}.password_file",
+                                          f"{path} is readable by others; chmod 600 it")
+            if not password:
+                raise InvalidInput.single(f"{field}.password_file", f"{path} is empty")
+            return password
+        raise InvalidInput.single(field, "no password source: set password_env or password_file")
+
+    def storage_facts(self, shell: Shell) -> StorageFacts:
+        """The NAS's addresses and every dataset's mountpoint, as ZFS reports them now."""
+        mountpoints = {name: mp for name, mp in zfs_snapshot.list_datasets(shell).items() if mp}
+        return StorageFacts.build(self.addresses, mountpoints, self.iscsi_extents)
+
+
+def _read(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput.single("config", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        return tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "TOML"
+        raise InvalidInput.single("config", f"{path} is not valid {kind}: {exc}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> CliConfig:
+    path = Path(path)
+    document = _read(path)
+    schemas.validate("cli", document, field="config")
+    errors: list[FieldError] = []
+    endpoints: dict[str, EndpointSettings] = {}
+    names: dict[str, str] = {}
+    sources: dict[str, tuple[str, str]] = {}
+    for name, entry in document["endpoints"].items():
+        settings = EndpointSettings.from_document(entry["connection"])
+        if settings.id in endpoints:
+            errors.append(FieldError(f"config.endpoints.{name}",
+                                     f"the same endpoint as '{_name_of(names, settings.id)}'"))
+        endpoints[settings.id], names[name] = settings, settings.id
+        if "password_env" in entry and "password_file" in entry:
+            errors.append(FieldError(f"config.endpoints.{name}",
+                                     "give either password_env or password_file, not both"))
+        elif "password_env" in entry:
+            sources[settings.id] = ("env", entry["password_env"])
+        elif "password_file" in entry:
+            sources[settings.id] = ("file", entry["password_file"])
+    mappings = []
+    seen_ids: set[str] = set()
+    for i, m in enumerate(document["mappings"]):
+        mapping_id = m.get("id", str(i + 1))
+        if m["endpoint"] not in names:
+            known = ", ".join(sorted(names))
+            errors.append(FieldError(f"config.mappings.{i}.endpoint",
+                                     f"no endpoint named '{m['endpoint']}' (known: {known})"))
+            continue
+        if mapping_id in seen_ids:
+            errors.append(FieldError(f"config.mappings.{i}.id", f"'{mapping_id}' is used twice"))
+        seen_ids.add(mapping_id)
+        mappings.append(Mapping(id=mapping_id, endpoint_id=names[m["endpoint"]],
+                                datastore=m["datastore"], dataset=m["dataset"]))
+    settings = parse_settings(document.get("engine"), field="config.engine")
+    if errors:
+        raise InvalidInput(errors)
+    nas = document.get("nas", {})
+    return CliConfig(
+        path=path, state_dir=Path(document.get("state_dir", "/var/lib/vmware-coord")),
+        endpoints=endpoints, endpoint_names=names, password_sources=sources,
+        mappings=tuple(mappings), addresses=tuple(nas.get("addresses", ())),
+        iscsi_extents=dict(nas.get("iscsi_extents", {})), settings=settings,
+        explicit_journal="journal_path" in (document.get("engine") or {}))
+
+
+def _name_of(names: dict[str, str], endpoint_id: str) -> str:
+    return next(n for n, e in names.items() if e == endpoint_id)

@@ -1,0 +1,45 @@
+"""Human-readable tables for the command line (``--json`` prints the documents instead)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plan_table(plan: dict[str, Any]) -> str:
+    rows = []
+    for vm in plan["vms"]:
+        decision = vm.get("policy") or {}
+        blockers = ", ".join(b["kind"] for b in vm["blockers"]) or "-"
+        rows.append([vm["facts"]["name"], vm["facts"]["power_state"], decision.get("policy") or "(default)",
+                     " > ".join(decision.get("ladder") or []) or "nothing to do",
+                     decision.get("required", ""), blockers, decision.get("summary", vm["status_reason"])])
+    out = [f"Plan for {plan['dataset']}{' (recursive)' if plan['recursive'] else ''}: "
+           f"{plan['summary']['vms']} VMs on {plan['summary']['datastores']} datastores",
+           table(["VM", "power", "policy", "ladder", "requires", "blockers", "why"], rows)]
+    out += [f"warning: {w}" for w in plan["warnings"]]
+    return "\n".join(out)
+
+
+def report_table(report: dict[str, Any]) -> str:
+    rows = []
+    for vm in report["vms"]:
+        quiesced = {True: "yes", False: "no", None: "-"}[vm.get("quiesced")]
+        rows.append([vm["name"], vm["policy"], vm["achieved"] or "-", vm["consistency"], vm["required"],
+                     "yes" if vm["compliant"] else "NO", quiesced, vm.get("undo") or "-",
+                     "; ".join(vm["reasons"][:2]) or "-"])
+    head = (f"Run {report['run_id']} on {report['dataset']}: snapshot {report.get('snapshot') or '-'}, "
+            f"vmsynced={'Y' if report['vmsynced'] else 'N'}, begin {report['begin_seconds']:.2f} s")
+    out = [head, table(["VM", "policy", "achieved", "consistency", "requires", "ok", "quiesced", "undo",
+                        "reasons"], rows)]
+    out += [f"endpoint {e}: {msg}" for e, msg in report.get("endpoint_errors", {}).items()]
+    out += [f"left for reconcile: {x}" for x in report.get("leftovers", ())]
+    return "\n".join(out)

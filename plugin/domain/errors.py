@@ -1,0 +1,50 @@
+"""Errors the domain and store layers raise for bad input.
+
+Every rejected input names the field and the problem in plain words, so the middleware API
+(``ValidationErrors.add(field, message)``), the CLI and the UI can show it as is. Nothing
+here carries a traceback's worth of internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+
+class FieldError(NamedTuple):
+    """One problem with one field: ``("policy.match.name_regex", "invalid regular ...")``."""
+
+    field: str
+    message: str
+
+
+class InvalidInput(ValueError):
+    """Input rejected; ``errors`` lists every problem found, not just the first."""
+
+    def __init__(self, errors: Iterable[tuple[str, str]]) -> None:
+        self.errors: list[FieldError] = [FieldError(str(f), str(m)) for f, m in errors]
+        if not self.errors:
+            # An empty error list would be a bug in the caller: refuse it loudly.
+            raise ValueError("InvalidInput needs at least one (field, message) pair")
+        super().__init__(str(self))
+
+    @classmethod
+    def single(cls, field: str, message: str) -> InvalidInput:
+        return cls([(field, message)])
+
+    def __str__(self) -> str:
+        if len(self.errors) == 1:
+            field, message = self.errors[0]
+            return f"{field}: {message}"
+        lines = [f"{len(self.errors)} problems:"]
+        lines += [f"  {field}: {message}" for field, message in self.errors]
+        return "\n".join(lines)
+
+
+class NotFound(LookupError):
+    """A stored object (policy, endpoint, ...) with this id or name does not exist."""
+
+    def __init__(self, kind: str, key: object) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} {key!r} does not exist")

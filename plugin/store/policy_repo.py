@@ -1,0 +1,199 @@
+"""Where policies are kept: a repository interface and its SQLite implementation.
+
+The interface follows TrueNAS's CRUD conventions: the store assigns ids; ``update`` takes a
+partial document that is merged onto the stored one at the top level (a nested object such as
+``match`` or ``options`` is replaced as a whole) and the result is validated as a whole;
+``list`` is ordered by priority (lowest number first: the evaluation order). Names are unique
+ignoring case, priorities are unique. A rejected write raises ``InvalidInput`` and changes
+nothing; an unknown id raises ``NotFound``.
+
+The SQLite implementation is what the CLI uses in standalone mode. The middlewared-datastore
+implementation must pass the same contract tests (tests/unit/policy_repo_contract.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Protocol
+
+from truenas_vmware_coord.domain.errors import FieldError, InvalidInput, NotFound
+from truenas_vmware_coord.domain.policy import Policy, parse_policy, policy_to_dict
+
+FIELD = "policy"
+
+
+class PolicyRepository(Protocol):
+    def list(self) -> list[Policy]:
+        """Every policy, enabled or not, lowest priority number first."""
+        ...
+
+    def get(self, policy_id: int) -> Policy: ...
+
+    def get_by_name(self, name: str) -> Policy:
+        """The policy with this name, ignoring case."""
+        ...
+
+    def create(self, document: Mapping[str, Any]) -> Policy:
+        """Validate and store a new policy; the returned policy carries its new id."""
+        ...
+
+    def update(self, policy_id: int, changes: Mapping[str, Any]) -> Policy: ...
+
+    def delete(self, policy_id: int) -> None: ...
+
+
+def prepare_create(document: Any) -> Policy:
+    """Validate a create request (shared by every implementation, so they reject alike)."""
+    if isinstance(document, Mapping) and document.get("id") is not None:
+        raise InvalidInput.single(f"{FIELD}.id", "is assigned by the store; leave it out")
+    return parse_policy(document, field=FIELD)
+
+
+def prepare_update(existing: Policy, changes: Any) -> Policy:
+    """Merge a partial update onto ``existing`` and validate the result as a whole."""
+    if not isinstance(changes, Mapping):
+        raise InvalidInput.single(FIELD, "must be an object with the fields to change")
+    if changes.get("id", existing.id) != existing.id:
+        raise InvalidInput.single(f"{FIELD}.id", "cannot be changed")
+    merged = {**policy_to_dict(existing), **changes, "id": existing.id}
+    return parse_policy(merged, field=FIELD)
+
+
+def uniqueness_errors(candidate: Policy, others: list[Policy]) -> list[FieldError]:
+    """Name and priority clashes of ``candidate`` with the other stored policies."""
+    errors = []
+    for other in others:
+        if other.id == candidate.id:
+            continue
+        if other.name.casefold() == candidate.name.casefold():
+            errors.append(FieldError(f"{FIELD}.name", f"a policy named '{other.name}' already exists"))
+        if other.priority == candidate.priority:
+            errors.append(FieldError(
+                f"{FIELD}.priority",
+                f"priority {candidate.priority} is already used by policy '{other.name}'",
+            ))
+    return errors
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vmware_coord_policy (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    priority INTEGER NOT NULL UNIQUE,
+    document TEXT NOT NULL
+)
+"""
+
+
+class SqlitePolicyRepository:
+    """Policies in one SQLite table: the validated document as JSON, plus the columns that
+    carry the uniqueness constraints (the constraints back up the checks made in the same
+    transaction, so a concurrent writer can never slip a duplicate in)."""
+
+    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so every write takes the
+        # write lock before it reads what it checks.
+        self._conn = sqlite3.connect(os.fspath(path), isolation_level=None, timeout=30)
+        self._conn.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> SqlitePolicyRepository:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reads --
+
+    def list(self) -> list[Policy]:
+        rows = self._conn.execute(
+            "SELECT id, document FROM vmware_coord_policy ORDER BY priority, id"
+        ).fetchall()
+        return [_from_row(row) for row in rows]
+
+    def get(self, policy_id: int) -> Policy:
+        row = self._conn.execute(
+            "SELECT id, document FROM vmware_coord_policy WHERE id = ?", (_as_id(policy_id),)
+        ).fetchone()
+        if row is None:
+            raise NotFound("policy", policy_id)
+        return _from_row(row)
+
+    def get_by_name(self, name: str) -> Policy:
+        row = self._conn.execute(
+            "SELECT id, document FROM vmware_coord_policy WHERE name = ?", (str(name),)
+        ).fetchone()
+        if row is None:
+            raise NotFound("policy", name)
+        return _from_row(row)
+
+    # -- writes --
+
+    def create(self, document: Mapping[str, Any]) -> Policy:
+        policy = prepare_create(document)
+        with self._transaction():
+            self._check_unique(policy)
+            cursor = self._conn.execute(
+                "INSERT INTO vmware_coord_policy (name, priority, document) VALUES (?, ?, ?)",
+                (policy.name, policy.priority, _document(policy)),
+            )
+            return replace(policy, id=cursor.lastrowid)
+
+    def update(self, policy_id: int, changes: Mapping[str, Any]) -> Policy:
+        with self._transaction():
+            policy = prepare_update(self.get(policy_id), changes)
+            self._check_unique(policy)
+            self._conn.execute(
+                "UPDATE vmware_coord_policy SET name = ?, priority = ?, document = ? WHERE id = ?",
+                (policy.name, policy.priority, _document(policy), policy.id),
+            )
+            return policy
+
+    def delete(self, policy_id: int) -> None:
+        with self._transaction():
+            cursor = self._conn.execute(
+                "DELETE FROM vmware_coord_policy WHERE id = ?", (_as_id(policy_id),)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound("policy", policy_id)
+
+    def _check_unique(self, policy: Policy) -> None:
+        errors = uniqueness_errors(policy, self.list())
+        if errors:
+            raise InvalidInput(errors)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except sqlite3.IntegrityError as exc:
+            # Only reachable if another process wrote between our check and our write.
+            self._conn.execute("ROLLBACK")
+            raise InvalidInput.single(FIELD, f"conflicts with a stored policy ({exc})") from None
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+
+def _as_id(policy_id: Any) -> int:
+    # A non-integer id cannot exist; -1 matches no row, so the caller gets NotFound.
+    return policy_id if isinstance(policy_id, int) and not isinstance(policy_id, bool) else -1
+
+
+def _document(policy: Policy) -> str:
+    data = policy_to_dict(policy)
+    data.pop("id", None)  # the row's id column is the only copy
+    return json.dumps(data, sort_keys=True)
+
+
+def _from_row(row: tuple[int, str]) -> Policy:
+    return replace(parse_policy(json.loads(row[1])), id=row[0])

@@ -1,0 +1,170 @@
+"""The engine's hypervisor port implemented with pyVmomi, one instance per session.
+
+Everything the engine asks of vSphere goes through here: the inventory, snapshot creation
+and removal by managed object, power operations, a batched read-back of snapshot trees,
+and task waiting. Each method is a thin translation; decisions live in the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pyVmomi import vim, vmodl
+
+from ..domain.model import Inventory, PowerState, SnapshotFacts
+from ..engine.ports import SnapshotRequest, TaskHandle, VmState
+from . import inventory as inventory_reader
+from .errors import fault_message
+from .session import EndpointSettings, Session, open_session
+from .tasks import TaskOutcome, TaskWatcher
+
+log = logging.getLogger(__name__)
+
+PC = vmodl.query.PropertyCollector
+
+
+class VsphereHypervisor:
+    """A logged-in endpoint as the engine sees it."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.endpoint_id = session.endpoint_id
+        self._watcher: TaskWatcher | None = None
+        # Workers wait concurrently: without the lock each could create its own watcher
+        # (a collector and a thread apiece), all but one leaked.
+        self._watcher_lock = threading.Lock()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def inventory(self) -> Inventory:
+        return inventory_reader.read_inventory(self.session)
+
+    def vm_states(self, morefs: Iterable[str]) -> dict[str, VmState]:
+        """Snapshots, power state and consolidation need of many VMs in one retrieval."""
+        refs = [self._vm(m) for m in dict.fromkeys(morefs)]
+        if not refs:
+            return {}
+        spec = PC.FilterSpec(
+            objectSet=[PC.ObjectSpec(obj=r, skip=False) for r in refs],
+            propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=[
+                "snapshot", "runtime.powerState", "runtime.consolidationNeeded"])])
+        states: dict[str, VmState] = {}
+        collector = self.session.content.propertyCollector
+        for oc in inventory_reader.retrieve_all(collector, spec):
+            props = {p.name: p.val for p in oc.propSet or ()}
+            states[oc.obj._moId] = VmState(
+                snapshots=inventory_reader._snapshots(props.get("snapshot")),
+                power_state=PowerState(str(props.get("runtime.powerState") or "poweredOff")),
+                consolidation_needed=bool(props.get("runtime.consolidationNeeded")))
+        return states
+
+    # --- acting --------------------------------------------------------------------------
+
+    def start_snapshot(self, request: SnapshotRequest) -> TaskHandle:
+        vm = self._vm(request.vm_moref)
+        if request.quiesce and self.session.create_snapshot_ex is not False:
+            spec: vim.vm.GuestQuiesceSpec
+            if request.vss_context:
+                spec = vim.vm.WindowsQuiesceSpec(vssBackupContext=request.vss_context,
+                                                 timeout=request.quiesce_timeout_minutes)
+            else:
+                spec = vim.vm.GuestQuiesceSpec(timeout=request.quiesce_timeout_minutes)
+            try:
+                task = vm.CreateSnapshotEx_Task(name=request.name, description=request.description,
+                                                memory=request.memory, quiesceSpec=spec)
+                self.session.create_snapshot_ex = True
+                return TaskHandle(task._moId, task)
+            except vmodl.fault.MethodNotFound:
+                # Learnt once per endpoint: this server only has CreateSnapshot_Task.
+                log.info("%s: CreateSnapshotEx_Task not implemented; using CreateSnapshot_Task",
+                         self.endpoint_id)
+                self.session.create_snapshot_ex = False
+        task = vm.CreateSnapshot_Task(name=request.name, description=request.description,
+                                      memory=request.memory, quiesce=request.quiesce)
+        return TaskHandle(task._moId, task)
+
+    def start_remove(self, snapshot_moref: str) -> TaskHandle:
+        snapshot = vim.vm.Snapshot(snapshot_moref, stub=self.session.stub)
+        task = snapshot.RemoveSnapshot_Task(removeChildren=False)
+        return TaskHandle(task._moId, task)
+
+    def start_power_on(self, vm_moref: str) -> TaskHandle:
+        task = self._vm(vm_moref).PowerOnVM_Task()
+        return TaskHandle(task._moId, task)
+
+    def start_power_off(self, vm_moref: str) -> TaskHandle:
+        task = self._vm(vm_moref).PowerOffVM_Task()
+        return TaskHandle(task._moId, task)
+
+    def start_suspend(self, vm_moref: str) -> TaskHandle:
+        task = self._vm(vm_moref).SuspendVM_Task()
+        return TaskHandle(task._moId, task)
+
+    def shutdown_guest(self, vm_moref: str, timeout: float, poll: float = 1.0) -> bool:
+        """Ask the guest to shut down; True once it is off within ``timeout``."""
+        vm = self._vm(vm_moref)
+        vm.ShutdownGuest()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.vm_states([vm_moref])[vm_moref].power_state is PowerState.OFF:
+                return True
+            time.sleep(poll)
+        return False
+
+    # --- waiting -------------------------------------------------------------------------
+
+    def wait(self, handle: TaskHandle, timeout: float) -> TaskOutcome | None:
+        """The task's outcome, or None when ``timeout`` passes first."""
+        with self._watcher_lock:
+            if self._watcher is None:
+                self._watcher = TaskWatcher(self.session)
+            watcher = self._watcher
+        future = watcher.watch(handle.ref)
+        try:
+            outcome = future.result(timeout=max(0.0, timeout))
+        except TimeoutError:
+            watcher.forget(handle.ref)
+            return None
+        # The engine deals in moref strings, never in pyVmomi objects.
+        result = getattr(outcome.result, "_moId", outcome.result)
+        return dataclasses.replace(outcome, result=result)
+
+    def cancel(self, handle: TaskHandle) -> None:
+        try:
+            handle.ref.CancelTask()
+        except Exception as exc:  # noqa: BLE001 - not cancelable, or already finished
+            log.info("%s: cancelling %s: %s", self.endpoint_id, handle.id, fault_message(exc))
+
+    def close(self) -> None:
+        with self._watcher_lock:
+            watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
+        self.session.logout()
+
+    def _vm(self, moref: str) -> vim.VirtualMachine:
+        return vim.VirtualMachine(moref, stub=self.session.stub)
+
+
+def snapshot_by_name(snapshots: Iterable[SnapshotFacts], name: str) -> list[SnapshotFacts]:
+    return [s for s in snapshots if s.name == name]
+
+
+class VsphereConnector:
+    """Opens a VsphereHypervisor for an endpoint id; passwords come from a resolver."""
+
+    def __init__(self, endpoints: dict[str, EndpointSettings], password_for: Any) -> None:
+        self._endpoints = endpoints
+        self._password_for = password_for
+
+    def endpoint_ids(self) -> list[str]:
+        return sorted(self._endpoints)
+
+    def open(self, endpoint_id: str) -> VsphereHypervisor:
+        settings = self._endpoints[endpoint_id]
+        return VsphereHypervisor(open_session(settings, self._password_for(endpoint_id)))
