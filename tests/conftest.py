@@ -11,6 +11,7 @@ Nothing here skips: in CI a missing component is a failure, not a silent pass.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -55,7 +56,8 @@ def si(vcsim_sim):
 @pytest.fixture(scope="session")
 def zfs_pool() -> Iterator[zfs.ZfsPool]:
     workdir = Path(tempfile.mkdtemp(prefix="coord-zfs-"))
-    pool = zfs.start_pool(workdir)
+    # A name of its own: concurrent sessions on one machine share the zfs-fuse daemon.
+    pool = zfs.start_pool(workdir, name=f"coordtest{os.getpid()}")
     try:
         yield pool
     finally:

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from tools.rig import inventory, vcsim, zfs
+from tools.rig.cli_config import write_cli_config
 
 NAS = "nas.demo.local"
 PASSWORD_ENV = "DEMO_VCENTER_PASSWORD"
@@ -53,36 +54,6 @@ def build_inventory(sim: vcsim.Simulator) -> None:
     si.content.sessionManager.Logout()
 
 
-def write_config(workdir: Path, sim: vcsim.Simulator, dataset: str) -> Path:
-    config = workdir / "config.toml"
-    config.write_text(f"""\
-state_dir = "{workdir / 'state'}"
-
-[nas]
-addresses = ["{NAS}"]
-
-[endpoints.vcsim]
-password_env = "{PASSWORD_ENV}"
-
-[endpoints.vcsim.connection]
-host = "{sim.host}"
-port = {sim.port}
-username = "{sim.username}"
-tls = {{ sha256_fingerprint = "{sim.sha256}" }}
-
-[[mappings]]
-id = "nfs01"
-endpoint = "vcsim"
-datastore = "nfs01"
-dataset = "{dataset}"
-
-[engine]
-begin_deadline_seconds = 60
-vm_deadline_seconds = 30
-""")
-    return config
-
-
 def vmware_coord(config: Path, *args: str, check_codes: tuple[int, ...] = (0, 1)) -> int:
     cli = Path(sys.executable).with_name("vmware-coord")
     print(f"$ vmware-coord {' '.join(args)}", flush=True)
@@ -114,7 +85,9 @@ def main() -> int:
         print(f"simulator {sim.url} (pid {sim.pid}); certificate pinned: {sim.sha256}")
         print(f"datastore nfs01 is NFS {NAS}:{mp}, the ZFS dataset {dataset}")
         build_inventory(sim)
-        config = write_config(workdir, sim, dataset)
+        config = write_cli_config(workdir / "config.toml", sim, workdir / "state", PASSWORD_ENV,
+                                  [("nfs01", dataset)], [NAS],
+                                  {"begin_deadline_seconds": 60, "vm_deadline_seconds": 30})
         os.environ[PASSWORD_ENV] = sim.password
 
         section("policies")

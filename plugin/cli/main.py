@@ -60,6 +60,8 @@ class Cli:
 
     def coordinator(self) -> Coordinator:
         cfg = self.config
+        for endpoint_id in sorted({m.endpoint_id for m in cfg.mappings}):
+            cfg.password_for(endpoint_id)   # a missing password is bad input, said up front
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         with SqlitePolicyRepository(cfg.policy_db) as repo:
             policies = [p for p in repo.list() if p.enabled]
@@ -112,7 +114,7 @@ class Cli:
         coordinator = self.coordinator()
         if self.args.phase == "pre":
             coordinator.reconcile(sweep=False)
-            results = [coordinator.begin(d) for d in datasets]
+            results = [coordinator.begin(d, detached=True) for d in datasets]
             self.out([c.to_dict() for c in results], lambda docs: "\n".join(
                 f"{d['dataset']}: run {d['run_id']} begun, vmsynced={'Y' if d['vmsynced'] else 'N'}"
                 for d in docs))
@@ -228,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", help="a run id, or dataset@snapshot")
     runs = sub.add_parser("runs", help="recent runs")
     runs.add_argument("--limit", type=int, default=20)
+    for name, text in (("install-plugin", "place the loader module in middlewared's plugins directory"),
+                       ("uninstall-plugin", "remove the loader module from middlewared's plugins directory")):
+        inst = sub.add_parser(name, help=text)
+        inst.add_argument("--plugins-dir", help="default: the plugins/ of the importable middlewared")
+        inst.add_argument("--site", help="where truenas_vmware_coord is installed (default: this one)")
     fp = sub.add_parser("fingerprint", help="the SHA-256 fingerprint of a server's certificate, to pin")
     fp.add_argument("host")
     fp.add_argument("--port", type=int, default=443)
@@ -245,6 +252,13 @@ def main(argv: list[str] | None = None, shell: Shell | None = None) -> int:
         args.document, args.policy = args.policy, None
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("install-plugin", "uninstall-plugin"):
+        from . import install
+        try:
+            return install.main(args.command, args.plugins_dir, args.site)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_OTHER
     cli = Cli(args, shell or LocalShell())
     try:
         return getattr(cli, args.command)()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import threading
 import time
 import uuid
@@ -43,6 +44,7 @@ class EngineConfig:
     begin_deadline_s: float = 90.0     # the whole begin phase: the ZFS snapshot waits no longer
     end_deadline_s: float = 300.0      # removal and power-on; what is left goes to reconcile
     active_run_max_age_s: float = 3600.0   # a begun run older than this is dead
+    detached_run_max_age_s: float = 900.0  # a hook run (no owner process) is dead after this
     marker_max_age_s: float = 3600.0   # a marked snapshot of an unknown run older than this goes
 
 
@@ -196,12 +198,18 @@ class Coordinator:
 
     # --- begin ---------------------------------------------------------------------------
 
-    def begin(self, dataset: str, recursive: bool = False, exclude: Iterable[str] = ()) -> RunContext:
-        """Take every VMware snapshot the plan asks for; return within the begin deadline."""
+    def begin(self, dataset: str, recursive: bool = False, exclude: Iterable[str] = (),
+              detached: bool = False) -> RunContext:
+        """Take every VMware snapshot the plan asks for; return within the begin deadline.
+
+        ``detached``: another process will call ``end`` (pre/post snapshot hooks), so the run
+        is alive while it is young rather than while this process lives.
+        """
         started = time.monotonic()
         run = _Run(uuid.uuid4().hex[:16], started + self.config.begin_deadline_s)
         exclude = sorted(set(exclude))
-        self.journal.start_run(run.run_id, dataset, recursive, self.clock())
+        self.journal.start_run(run.run_id, dataset, recursive, self.clock(),
+                               owner_pid=None if detached else os.getpid())
         context = RunContext(run.run_id, dataset, recursive, exclude, self.clock(), [], {}, [])
         try:
             self._begin(run, context)
@@ -275,15 +283,16 @@ class Coordinator:
         try:
             with slots.hold(vp.facts.host, vp.facts.datastores, deadline):
                 for rung in res.ladder:
-                    if run.stop.is_set() or time.monotonic() >= deadline:
-                        attempts.append(Attempt(rung, "skipped", message="deadline reached"))
-                        break
+                    # crash and exclude ask nothing of VMware: reachable even past a deadline
                     if rung is Strategy.CRASH:
                         achieved = (rung, Consistency.CRASH)
                         break
                     if rung is Strategy.EXCLUDE:
                         achieved = (rung, Consistency.EXCLUDED)
                         break
+                    if run.stop.is_set() or time.monotonic() >= deadline:
+                        attempts.append(Attempt(rung, "skipped", message="deadline reached"))
+                        continue
                     attempt, made = self._try_rung(run, hv, vp, res, rung, deadline)
                     attempts.append(attempt)
                     if attempt.result == "ok":
@@ -521,11 +530,22 @@ class Coordinator:
                                     error=a.error or "no snapshot was created")
         return settled
 
+    @staticmethod
+    def _snapshot_gone(hv: Hypervisor, action: Action) -> bool:
+        try:
+            state = hv.vm_states([action.vm_moref]).get(action.vm_moref)
+        except Exception:  # noqa: BLE001 - unknown: keep the action open
+            return False
+        return state is not None and all(s.moref != action.snapshot_moref for s in state.snapshots)
+
     def _undo_one(self, hv: Hypervisor, action: Action, deadline: float) -> tuple[Action, str]:
         if action.kind is ActionKind.SNAPSHOT:
             result = self._call_and_wait(hv, lambda: hv.start_remove(action.snapshot_moref or ""),
                                          deadline)
             gone = result.state == "ok" or result.fault_type == "ManagedObjectNotFound"
+            if not gone:
+                # A removal already in flight (a killed run's) may have finished it meanwhile.
+                gone = self._snapshot_gone(hv, action)
             word = "removed" if gone else "remove_failed"
         else:
             state = hv.vm_states([action.vm_moref]).get(action.vm_moref)
@@ -561,16 +581,16 @@ class Coordinator:
         """Finish what dead runs left, then remove marked snapshots no live run owns."""
         with self.journal.exclusive():
             now = self.clock()
-            active_after = now - self.config.active_run_max_age_s
-            live_runs = {r["run_id"] for r in self.journal.runs(limit=1000)
-                         if r["state"] == "begun" and r["started_at"] >= active_after}
+            live_runs = {r["run_id"] for r in self.journal.begun_runs() if self._is_live(r, now)}
             open_actions = [a for a in self.journal.actions(open_only=True) if a.run_id not in live_runs]
             undone = self._undo(open_actions, {}, time.monotonic() + self.config.end_deadline_s)
             swept: list[str] = []
             errors: dict[str, str] = {}
             if sweep:
                 swept, errors = self._sweep(live_runs)
-            for row in self.journal.stale_runs(active_after):
+            for row in self.journal.begun_runs():
+                if row["run_id"] in live_runs:
+                    continue
                 still_open = self.journal.actions(row["run_id"], open_only=True)
                 if not still_open:
                     report = (row.get("context") or {}) | {"finished_by": "reconcile"}
@@ -579,6 +599,16 @@ class Coordinator:
                                for a, r in undone],
                     "swept": swept, "endpoint_errors": errors,
                     "still_open": len(self.journal.actions(open_only=True))}
+
+    def _is_live(self, row: dict[str, Any], now: float) -> bool:
+        """Whether a run may still be ended by its owner, so reconcile must leave it alone."""
+        if row["state"] != "begun":
+            return False
+        age = now - row["started_at"]
+        pid = row.get("owner_pid")
+        if pid is None:
+            return age < self.config.detached_run_max_age_s
+        return age < self.config.active_run_max_age_s and _process_alive(pid)
 
     def _sweep(self, live_runs: set[str]) -> tuple[list[str], dict[str, str]]:
         """Marked snapshots that no live run owns and the journal no longer accounts for."""
@@ -633,6 +663,18 @@ def _bounded(call: Callable[[], Any], timeout: float) -> Any:
         return pool.submit(call).result(timeout=max(0.1, timeout))
     finally:
         pool.shutdown(wait=False)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _close_late_session(future: concurrent.futures.Future) -> None:

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS runs (
     recursive INTEGER NOT NULL,
     snapshot TEXT,
     state TEXT NOT NULL,            -- begun | ended
+    owner_pid INTEGER,              -- the process that will end it; NULL: a detached hook run
     started_at REAL NOT NULL,
     ended_at REAL,
     context TEXT,                   -- JSON, secret-free
@@ -140,10 +141,12 @@ class Journal:
 
     # --- runs ----------------------------------------------------------------------------
 
-    def start_run(self, run_id: str, dataset: str, recursive: bool, now: float) -> None:
+    def start_run(self, run_id: str, dataset: str, recursive: bool, now: float,
+                  owner_pid: int | None) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO runs(run_id, dataset, recursive, state, started_at) "
-                       "VALUES (?, ?, ?, 'begun', ?)", (run_id, dataset, int(recursive), now))
+            db.execute("INSERT INTO runs(run_id, dataset, recursive, state, owner_pid, started_at) "
+                       "VALUES (?, ?, ?, 'begun', ?, ?)",
+                       (run_id, dataset, int(recursive), owner_pid, now))
 
     def save_context(self, run_id: str, context: dict[str, Any]) -> None:
         with self._tx() as db:
@@ -184,10 +187,9 @@ class Journal:
                                     (limit,)).fetchall()
         return [d for d in (self._run_dict(r) for r in rows) if d is not None]
 
-    def stale_runs(self, older_than: float) -> list[dict[str, Any]]:
+    def begun_runs(self) -> list[dict[str, Any]]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM runs WHERE state = 'begun' AND started_at < ?",
-                                    (older_than,)).fetchall()
+            rows = self._db.execute("SELECT * FROM runs WHERE state = 'begun'").fetchall()
         return [d for d in (self._run_dict(r) for r in rows) if d is not None]
 
     @staticmethod

@@ -161,3 +161,22 @@ def snapshot_names(vm: vim.VirtualMachine) -> list[str]:
             yield tree.name
             yield from walk(tree.childSnapshotList)
     return list(walk(vm.snapshot.rootSnapshotList if vm.snapshot else ()))
+
+
+def add_nfs_datastore(si: vim.ServiceInstance, local_path: str, remote_host: str,
+                      remote_path: str | None = None) -> str:
+    """Mount an NFS datastore backed by ``local_path`` on every host; returns its name.
+
+    0.24.2 names a NAS datastore after the last component of its local path.
+    """
+    spec = vim.host.NasVolume.Specification(
+        remoteHost=remote_host, remotePath=remote_path or local_path, localPath=local_path,
+        accessMode="readWrite", type="NFS")
+    content = si.RetrieveContent()
+    view = content.viewManager.CreateContainerView(content.rootFolder, [vim.HostSystem], True)
+    try:
+        for host in view.view:
+            host.configManager.datastoreSystem.CreateNasDatastore(spec)
+    finally:
+        view.DestroyView()
+    return local_path.rstrip("/").rsplit("/", 1)[-1]

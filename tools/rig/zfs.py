@@ -66,6 +66,10 @@ class ZfsPool:
 
     def destroy(self) -> None:
         _run("zpool", "export", "-f", self.name, check=False)
+        others = [p for p in _run("zpool", "list", "-H", "-o", "name", check=False).stdout.split() if p]
+        if others:
+            # Another test session on this machine still uses the daemon we started.
+            self.daemon = None
         if self.daemon is not None and self.daemon.poll() is None:
             os.kill(self.daemon.pid, signal.SIGTERM)
             try:

@@ -13,7 +13,8 @@
 //     vcsim.fault.<Method> = <fault type>  the task of that call fails with that fault
 //     vcsim.delay.<Method> = <ms>          the SOAP reply of that call is held back
 //     vcsim.async.<Method> = <ms>          the task returns running, completes after ms
-//     (Method: CreateSnapshot_Task, CreateSnapshotEx_Task, RemoveSnapshot_Task);
+//     (Method: CreateSnapshot_Task, CreateSnapshotEx_Task, RemoveSnapshot_Task; a
+//     CreateSnapshot_Task setting applies to CreateSnapshotEx_Task too);
 //   - CancelTask for such asynchronous tasks, CreateSnapshotEx_Task and
 //     SearchIndex.FindAllByUuid, which 0.24.2 does not implement.
 
@@ -53,8 +54,20 @@ func coordExtra(vm *VirtualMachine, key string) string {
 	return ""
 }
 
-func coordMillis(vm *VirtualMachine, key string) time.Duration {
-	ms, err := strconv.Atoi(coordExtra(vm, key))
+// coordSetting reads "<prefix>.<method>"; a CreateSnapshot_Task setting also applies to
+// CreateSnapshotEx_Task, which is the same operation with a quiesce spec.
+func coordSetting(vm *VirtualMachine, prefix, method string) string {
+	if v := coordExtra(vm, prefix+"."+method); v != "" {
+		return v
+	}
+	if method == "CreateSnapshotEx_Task" {
+		return coordExtra(vm, prefix+".CreateSnapshot_Task")
+	}
+	return ""
+}
+
+func coordMillis(vm *VirtualMachine, prefix, method string) time.Duration {
+	ms, err := strconv.Atoi(coordSetting(vm, prefix, method))
 	if err != nil || ms <= 0 {
 		return 0
 	}
@@ -78,7 +91,7 @@ func coordSetExtraConfig(options []types.BaseOptionValue, c types.BaseOptionValu
 
 // coordInjectedFault builds the fault named by extraConfig "vcsim.fault.<method>".
 func coordInjectedFault(vm *VirtualMachine, method string) types.BaseMethodFault {
-	name := coordExtra(vm, "vcsim.fault."+method)
+	name := coordSetting(vm, "vcsim.fault", method)
 	if name == "" {
 		return nil
 	}
@@ -103,11 +116,6 @@ func coordToolsRunning(vm *VirtualMachine) bool {
 func coordCreateFault(vm *VirtualMachine, method string, memory bool) types.BaseMethodFault {
 	if f := coordInjectedFault(vm, method); f != nil {
 		return f
-	}
-	if method != "CreateSnapshot_Task" {
-		if f := coordInjectedFault(vm, "CreateSnapshot_Task"); f != nil {
-			return f
-		}
 	}
 	if !CoordStrict || vm.Config == nil {
 		return nil
@@ -154,10 +162,10 @@ func coordQuiesced(vm *VirtualMachine, requested bool) bool {
 // after holding the reply back, or asynchronously. lock is the object the task body
 // expects to be locked when it runs outside the SOAP call, or nil.
 func coordRun(vm *VirtualMachine, method string, task *Task, lock mo.Reference) types.ManagedObjectReference {
-	if d := coordMillis(vm, "vcsim.delay."+method); d > 0 {
+	if d := coordMillis(vm, "vcsim.delay", method); d > 0 {
 		time.Sleep(d)
 	}
-	d := coordMillis(vm, "vcsim.async."+method)
+	d := coordMillis(vm, "vcsim.async", method)
 	if d <= 0 {
 		return task.Run()
 	}

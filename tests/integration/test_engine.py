@@ -1,0 +1,228 @@
+"""The coordinated snapshot transaction end to end: simulator + zfs-fuse + the real engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+
+import pytest
+from engine_env import NAS, EngineEnv, endpoint_settings, policies
+from truenas_vmware_coord.domain.model import Consistency
+from truenas_vmware_coord.engine.coordinator import EngineConfig
+from truenas_vmware_coord.engine.journal import ActionState, Journal
+from truenas_vmware_coord.engine.limits import Limits
+from truenas_vmware_coord.vsphere.hypervisor import VsphereConnector
+
+from tools.rig import inventory
+
+
+@pytest.fixture(scope="module")
+def sim(start_vcsim):
+    return start_vcsim("-vm", "0", "-strict")
+
+
+@pytest.fixture(scope="module")
+def module_si(sim):
+    si = inventory.connect_to(sim)
+    yield si
+    si.content.sessionManager.Logout()
+
+
+@pytest.fixture
+def env(sim, zfs_pool, module_si, tmp_path) -> EngineEnv:
+    return EngineEnv.create(sim, zfs_pool, module_si, tmp_path)
+
+
+def test_fifty_vms_are_snapshotted_concurrently_and_nothing_is_left(env):
+    delay_ms = 300
+    for i in range(50):
+        vm = env.vm(f"app{i:02d}")
+        inventory.set_extra_config(vm, {"vcsim.delay.CreateSnapshot_Task": str(delay_ms),
+                                        "vcsim.delay.RemoveSnapshot_Task": str(delay_ms)})
+    coordinator = env.coordinator(config=EngineConfig(limits=Limits(total=32, per_host=32)))
+    started = time.monotonic()
+    report = coordinator.run(env.dataset, env.take_snapshot("happy"))
+    elapsed = time.monotonic() - started
+
+    serial = 2 * 50 * delay_ms / 1000
+    assert elapsed < serial / 3, f"{elapsed:.1f} s is not well under the serial {serial:.0f} s"
+    assert report["begin_seconds"] < 50 * delay_ms / 1000 / 3
+    assert len(report["vms"]) == 50
+    assert all(v["consistency"] == "quiesced" and v["quiesced"] is True for v in report["vms"])
+    assert all(v["undo"] == "removed" and v["lifetime_s"] is not None for v in report["vms"])
+    assert report["vmsynced"] is True
+    assert env.pool.get(f"{env.dataset}@happy", "freenas:vmsynced") == "Y"
+    assert env.pool.get(f"{env.dataset}@happy", "org.truenas.vmware-coord:run") == report["run_id"]
+    assert env.product_snapshots() == []
+    assert Journal(env.journal_path).actions(report["run_id"], open_only=True) == []
+
+
+def test_a_failing_create_falls_down_the_ladder_and_only_that_vm(env):
+    victim = env.vm("victim")
+    env.vm("bystander")
+    inventory.inject_fault(victim, "CreateSnapshot_Task", "InvalidState")
+    ladder = policies({"name": "try-hard", "priority": 1, "ladder": ["quiesce", "memory", "crash"],
+                       "match": {"name_glob": "*-victim"}})
+    report = env.coordinator(ladder).run(env.dataset, env.take_snapshot("fault"))
+
+    victim_entry = env.outcome(report, "victim")
+    assert [(a["strategy"], a["result"], a["fault_type"]) for a in victim_entry["attempts"]] == [
+        ("quiesce", "failed", "InvalidState"), ("memory", "failed", "InvalidState")]
+    assert victim_entry["consistency"] == "crash" and not victim_entry["compliant"]
+    assert any("InvalidState" in r for r in victim_entry["reasons"])
+    assert env.outcome(report, "bystander")["consistency"] == "quiesced"
+    assert report["vmsynced"] is False
+    assert env.pool.get(f"{env.dataset}@fault", "freenas:vmsynced") == "N"
+    assert env.product_snapshots() == []
+
+
+def test_a_failing_removal_is_journaled_and_reconcile_removes_it(env):
+    vm = env.vm("sticky")
+    inventory.inject_fault(vm, "RemoveSnapshot_Task", "FileFault")
+    coordinator = env.coordinator()
+    report = coordinator.run(env.dataset, env.take_snapshot("sticky"))
+    assert env.outcome(report, "sticky")["undo"] == "remove_failed"
+    assert report["leftovers"]
+    open_actions = Journal(env.journal_path).actions(report["run_id"], open_only=True)
+    assert [a.state for a in open_actions] == [ActionState.UNDO_FAILED]
+    assert len(env.product_snapshots()) == 1
+
+    inventory.clear_fault(vm, "RemoveSnapshot_Task")
+    result = coordinator.reconcile(sweep=False)
+    assert [u["result"] for u in result["undone"]] == ["removed"]
+    assert result["still_open"] == 0
+    assert env.product_snapshots() == []
+    assert coordinator.reconcile(sweep=False)["undone"] == []  # idempotent
+
+
+def test_quiesce_without_tools_is_crash_consistent_and_not_synced(env):
+    env.vm("notools", tools_running=False)
+    report = env.coordinator().run(env.dataset, env.take_snapshot("notools"))
+    entry = env.outcome(report, "notools")
+    assert entry["consistency"] == "crash" and entry["required"] == "quiesced"
+    assert any("Tools" in r for r in entry["reasons"])
+    assert report["vmsynced"] is False
+
+
+class _ToolsStopAfterInventory(VsphereConnector):
+    """The real connector; after the inventory is read, Tools stop in one VM (a real API call).
+
+    This reproduces the moment the plan and VMware disagree: the plan saw Tools running,
+    so quiesce is tried, and VMware silently ignores it. Only the read-back can tell.
+    """
+
+    def __init__(self, inner: VsphereConnector, vm: object) -> None:
+        self.__dict__.update(inner.__dict__)
+        self._victim = vm
+
+    def open(self, endpoint_id: str):
+        hv = super().open(endpoint_id)
+        read = hv.inventory
+
+        def inventory_then_stop():
+            result = read()
+            inventory.set_tools_running(self._victim, False)
+            return result
+
+        hv.inventory = inventory_then_stop
+        return hv
+
+
+def test_a_silently_ignored_quiesce_is_read_back_as_crash(env):
+    victim = env.vm("flaky")
+    base = env.coordinator()
+    connector = _ToolsStopAfterInventory(base.connector, victim)
+    report = env.coordinator(connector=connector).run(env.dataset, env.take_snapshot("ignored"))
+    entry = env.outcome(report, "flaky")
+    assert entry["achieved"] == "quiesce" and entry["quiesced"] is False
+    assert entry["consistency"] == "crash"
+    assert any("ignored the quiesce" in r for r in entry["reasons"])
+    assert report["vmsynced"] is False
+
+
+def test_a_vm_past_its_deadline_is_cancelled_and_crash_consistent(env):
+    slow = env.vm("slow")
+    inventory.set_extra_config(slow, {"vcsim.async.CreateSnapshot_Task": "10000"})
+    env.vm("quick")
+    config = EngineConfig(vm_deadline_s=1.5, begin_deadline_s=10)
+    started = time.monotonic()
+    report = env.coordinator(config=config).run(env.dataset, env.take_snapshot("deadline"))
+    assert time.monotonic() - started < 8
+    entry = env.outcome(report, "slow")
+    assert entry["consistency"] == "crash"
+    assert [a["result"] for a in entry["attempts"]] == ["timed_out"]
+    assert env.outcome(report, "quick")["consistency"] == "quiesced"
+    assert env.product_snapshots() == []
+
+
+def test_an_unreachable_vcenter_does_not_stop_the_zfs_snapshot(env):
+    env.vm("orphaned")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = endpoint_settings(env.sim, port=port, id=f"user@127.0.0.1:{port}")
+    started = time.monotonic()
+    report = env.coordinator(settings=settings).run(env.dataset, env.take_snapshot("unreachable"))
+    assert time.monotonic() - started < 5
+    assert report["vmsynced"] is False
+    assert "cannot connect" in report["endpoint_errors"][settings.id]
+    assert env.pool.get(f"{env.dataset}@unreachable", "freenas:vmsynced") == "N"
+
+
+def test_a_vcenter_slower_than_the_begin_deadline_does_not_hold_the_snapshot(start_vcsim, zfs_pool,
+                                                                            tmp_path):
+    # Only the inventory retrieval is slow, so building the scenario stays fast.
+    slow_sim = start_vcsim("-vm", "0", "-method-delay", "RetrievePropertiesEx:6000")
+    si = inventory.connect_to(slow_sim)
+    env = EngineEnv.create(slow_sim, zfs_pool, si, tmp_path)
+    env.vm("waiting")
+    config = EngineConfig(begin_deadline_s=2.0, vm_deadline_s=2.0)
+    started = time.monotonic()
+    context = env.coordinator(config=config).begin(env.dataset)
+    env.take_snapshot("late")(context.properties())
+    taken = time.monotonic() - started
+    assert taken < 2.0 + 1.5, f"the ZFS snapshot waited {taken:.1f} s"
+    assert context.vmsynced is False
+    assert "begin deadline" in " ".join(context.endpoint_errors.values())
+    assert zfs_pool.get(f"{env.dataset}@late", "freenas:vmsynced") == "N"
+
+
+def test_no_secret_in_journal_manifest_context_or_logs(start_vcsim, zfs_pool, tmp_path, caplog):
+    secret = "Sup3r-S3cret-For-Coord-Tests"
+    sim = start_vcsim("-vm", "0", "-strict", password=secret)
+    si = inventory.connect_to(sim)
+    env = EngineEnv.create(sim, zfs_pool, si, tmp_path)
+    env.vm("a")
+    env.vm("b", tools_running=False)
+    caplog.set_level(logging.DEBUG)
+    coordinator = env.coordinator(password=secret)
+    context = coordinator.begin(env.dataset)
+    context_json = json.dumps(context.to_dict())
+    report = coordinator.end(context, env.take_snapshot("secret")(context.properties()))
+    wrong = env.coordinator(password=secret + "-wrong").plan(env.dataset)[1]
+
+    assert secret not in context_json
+    assert secret not in json.dumps(report)
+    assert secret not in json.dumps(wrong) and "login refused" in json.dumps(wrong)
+    assert secret not in caplog.text
+    for path in env.journal_path.parent.glob("journal.sqlite*"):
+        assert secret.encode() not in path.read_bytes()
+
+
+def test_power_off_policy_powers_the_vm_back_on(env):
+    vm = env.vm("db")
+    rule = policies({"name": "databases", "priority": 1, "ladder": ["power_off", "crash"],
+                     "match": {"name_glob": "*-db"}})
+    report = env.coordinator(rule).run(env.dataset, env.take_snapshot("power"))
+    entry = env.outcome(report, "db")
+    assert entry["achieved"] == "power_off" and entry["consistency"] == Consistency.POWERED_OFF.value
+    assert entry["undo"] == "powered_on"
+    assert vm.runtime.powerState == "poweredOn"
+
+
+def test_a_datastore_without_vms_is_vacuously_synced(env):
+    report = env.coordinator().run(env.dataset, env.take_snapshot("empty"))
+    assert report["vms"] == [] and report["vmsynced"] is True
+    assert NAS in env.storage().addresses

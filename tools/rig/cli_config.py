@@ -1,0 +1,25 @@
+"""A ``vmware-coord`` configuration file for a rig simulator (demo and tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .vcsim import Simulator
+
+
+def write_cli_config(path: Path, sim: Simulator, state_dir: Path, password_env: str,
+                     mappings: list[tuple[str, str]], nas_addresses: list[str],
+                     engine: dict[str, int] | None = None) -> Path:
+    """mappings: (datastore name, dataset) pairs on the simulator's endpoint."""
+    lines = [f'state_dir = "{state_dir}"', "", "[nas]",
+             "addresses = [" + ", ".join(f'"{a}"' for a in nas_addresses) + "]", "",
+             "[endpoints.vcsim]", f'password_env = "{password_env}"', "",
+             "[endpoints.vcsim.connection]", f'host = "{sim.host}"', f"port = {sim.port}",
+             f'username = "{sim.username}"', f'tls = {{ sha256_fingerprint = "{sim.sha256}" }}', ""]
+    for datastore, dataset in mappings:
+        lines += ["[[mappings]]", f'id = "{datastore}"', 'endpoint = "vcsim"',
+                  f'datastore = "{datastore}"', f'dataset = "{dataset}"', ""]
+    if engine:
+        lines += ["[engine]"] + [f"{k} = {v}" for k, v in engine.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
