@@ -48,6 +48,8 @@ class VmOutcome:
     policy: str                      # "policy 'gpu-hosts'" or "default policy"
     ladder: list[Strategy]           # after pruning, as planned
     required: Consistency
+    host: str | None = None          # where removals are limited per host / per datastore
+    datastores: list[str] = dataclasses.field(default_factory=list)
     consistency: Consistency = Consistency.CRASH
     achieved: Strategy | None = None
     quiesced: bool | None = None     # as read back from the snapshot tree
@@ -70,7 +72,8 @@ class VmOutcome:
     def to_dict(self) -> dict[str, Any]:
         return {
             "endpoint_id": self.endpoint_id, "moref": self.moref, "name": self.name,
-            "instance_uuid": self.instance_uuid, "policy": self.policy,
+            "instance_uuid": self.instance_uuid, "host": self.host,
+            "datastores": list(self.datastores), "policy": self.policy,
             "ladder": [s.value for s in self.ladder], "required": self.required.value,
             "consistency": self.consistency.value,
             "achieved": self.achieved.value if self.achieved else None,
@@ -85,7 +88,8 @@ class VmOutcome:
     def from_dict(d: dict[str, Any]) -> VmOutcome:
         return VmOutcome(
             endpoint_id=d["endpoint_id"], moref=d["moref"], name=d["name"],
-            instance_uuid=d.get("instance_uuid"), policy=d["policy"],
+            instance_uuid=d.get("instance_uuid"), host=d.get("host"),
+            datastores=list(d.get("datastores", ())), policy=d["policy"],
             ladder=[Strategy(s) for s in d["ladder"]], required=Consistency(d["required"]),
             consistency=Consistency(d["consistency"]),
             achieved=Strategy(d["achieved"]) if d.get("achieved") else None,

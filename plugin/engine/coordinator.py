@@ -235,7 +235,8 @@ class Coordinator:
             res: Resolution = vp.policy  # type: ignore[assignment]
             outcome = VmOutcome(
                 endpoint_id=vp.facts.endpoint_id, moref=vp.facts.moref, name=vp.facts.name,
-                instance_uuid=vp.facts.instance_uuid, policy=res.policy_label,
+                instance_uuid=vp.facts.instance_uuid, host=vp.facts.host,
+                datastores=list(vp.facts.datastores), policy=res.policy_label,
                 ladder=list(res.ladder), required=res.required,
                 reasons=[*(p.reason for p in res.pruned), *res.notes])
             context.vms.append(outcome)
@@ -453,30 +454,43 @@ class Coordinator:
             self.journal.set_snapshot(context.run_id, snapshot)
         deadline = time.monotonic() + self.config.end_deadline_s
         sessions = self._sessions.pop(context.run_id, {})
+        by_vm = {(o.endpoint_id, o.moref): o for o in context.vms}
+        placement = {key: (o.host, tuple(o.datastores)) for key, o in by_vm.items()}
         try:
-            undone = self._undo(self.journal.actions(context.run_id, open_only=True), sessions, deadline)
+            undone, consolidation = self._undo(self.journal.actions(context.run_id, open_only=True),
+                                               sessions, deadline, placement)
         finally:
             for hv in sessions.values():
                 hv.close()
-        by_vm = {(o.endpoint_id, o.moref): o for o in context.vms}
+        now = self.clock()
         for action, result in undone:
             outcome = by_vm.get((action.endpoint_id, action.vm_moref))
             if outcome is None:
                 continue
             outcome.undo = result
             if action.kind is ActionKind.SNAPSHOT and action.done_at and result == "removed":
-                outcome.lifetime_s = self.clock() - action.done_at
+                outcome.lifetime_s = now - action.done_at
+        for key, needed in consolidation.items():
+            if key in by_vm:
+                by_vm[key].consolidation_needed = needed
+                if needed:
+                    by_vm[key].reasons.append("VMware reports that its disks need consolidation")
         report = context.to_dict()
         report["ended_at"] = self.clock()
         report["leftovers"] = [f"{a.vm_name}: {r}" for a, r in undone if r.endswith("_failed")]
         self.journal.end_run(context.run_id, report, self.clock())
         return report
 
-    def _undo(self, actions: list[Action], sessions: dict[str, Hypervisor], deadline: float
-              ) -> list[tuple[Action, str]]:
-        """Remove snapshots and power VMs on again, in parallel, journaling each step."""
+    def _undo(self, actions: list[Action], sessions: dict[str, Hypervisor], deadline: float,
+              placement: dict[tuple[str, str], tuple[str | None, tuple[str, ...]]] | None = None,
+              ) -> tuple[list[tuple[Action, str]], dict[tuple[str, str], bool]]:
+        """Remove snapshots and power VMs on again, in parallel within the limits, journaling
+        each step; then ask VMware, once per endpoint, whether those VMs need consolidation."""
+        consolidation: dict[tuple[str, str], bool] = {}
         if not actions:
-            return []
+            return [], consolidation
+        placement = placement or {}
+        slots = Slots(self.config.limits)
         by_endpoint: dict[str, list[Action]] = defaultdict(list)
         for a in actions:
             by_endpoint[a.endpoint_id].append(a)
@@ -499,14 +513,45 @@ class Coordinator:
                             results.append((a, "undo_failed"))
                         continue
                 items = self._settle_in_doubt(hv, items)
-                futures += [pool.submit(self._undo_one, hv, a, deadline) for a in items]
+                futures += [pool.submit(self._undo_within_limits, hv, a, deadline, slots,
+                                        placement.get((a.endpoint_id, a.vm_moref), (None, ())))
+                            for a in items]
             for future in concurrent.futures.as_completed(futures):
                 results.append(future.result())
+            consolidation = self._consolidation(results, sessions, opened)
         finally:
             pool.shutdown(wait=True)
             for hv in opened:
                 hv.close()
-        return results
+        return results, consolidation
+
+    def _undo_within_limits(self, hv: Hypervisor, action: Action, deadline: float, slots: Slots,
+                            where: tuple[str | None, tuple[str, ...]]) -> tuple[Action, str]:
+        try:
+            with slots.hold(where[0], where[1], deadline):
+                return self._undo_one(hv, action, deadline)
+        except SlotTimeout as exc:
+            self.journal.update(action.id, ActionState.UNDO_FAILED, self.clock(), error=str(exc))
+            return action, "remove_failed" if action.kind is ActionKind.SNAPSHOT else "power_on_failed"
+
+    @staticmethod
+    def _consolidation(results: list[tuple[Action, str]], sessions: dict[str, Hypervisor],
+                       opened: list[Hypervisor]) -> dict[tuple[str, str], bool]:
+        """runtime.consolidationNeeded of every VM whose snapshot was removed: one call each endpoint."""
+        removed: dict[str, list[str]] = defaultdict(list)
+        for action, word in results:
+            if word == "removed":
+                removed[action.endpoint_id].append(action.vm_moref)
+        found: dict[tuple[str, str], bool] = {}
+        hypervisors = {**{hv.endpoint_id: hv for hv in opened}, **sessions}
+        for endpoint_id, morefs in removed.items():
+            try:
+                states = hypervisors[endpoint_id].vm_states(morefs)
+            except Exception as exc:  # noqa: BLE001 - a missing answer is reported as unknown
+                log.warning("consolidation check on %s failed: %s", endpoint_id, fault_message(exc))
+                continue
+            found.update({(endpoint_id, m): s.consolidation_needed for m, s in states.items()})
+        return found
 
     def _settle_in_doubt(self, hv: Hypervisor, actions: list[Action]) -> list[Action]:
         """Snapshot intents whose outcome is unknown: find the snapshot by name, or close."""
@@ -583,7 +628,7 @@ class Coordinator:
             now = self.clock()
             live_runs = {r["run_id"] for r in self.journal.begun_runs() if self._is_live(r, now)}
             open_actions = [a for a in self.journal.actions(open_only=True) if a.run_id not in live_runs]
-            undone = self._undo(open_actions, {}, time.monotonic() + self.config.end_deadline_s)
+            undone, _ = self._undo(open_actions, {}, time.monotonic() + self.config.end_deadline_s)
             swept: list[str] = []
             errors: dict[str, str] = {}
             if sweep:

@@ -9,6 +9,8 @@ import time
 
 import pytest
 from engine_env import NAS, EngineEnv, endpoint_settings, policies
+from jsonschema import Draft202012Validator
+from truenas_vmware_coord import schemas
 from truenas_vmware_coord.domain.model import Consistency
 from truenas_vmware_coord.engine.coordinator import EngineConfig
 from truenas_vmware_coord.engine.journal import ActionState, Journal
@@ -226,3 +228,15 @@ def test_a_datastore_without_vms_is_vacuously_synced(env):
     report = env.coordinator().run(env.dataset, env.take_snapshot("empty"))
     assert report["vms"] == [] and report["vmsynced"] is True
     assert NAS in env.storage().addresses
+
+
+def test_the_stored_manifest_follows_the_run_report_schema(env):
+    env.vm("ok")
+    env.vm("blocked", tools_running=False)
+    report = env.coordinator().run(env.dataset, env.take_snapshot("schema"))
+    stored = Journal(env.journal_path).run(report["run_id"])
+    validator = Draft202012Validator(schemas.load_schema("run_report"))
+    validator.validate(stored["manifest"])
+    validator.validate(stored["context"])
+    assert stored["snapshot"] == f"{env.dataset}@schema"
+    assert all(v["consolidation_needed"] is False for v in stored["manifest"]["vms"] if v["undo"])
