@@ -12,20 +12,6 @@ from engine_env import EngineEnv
 from jsonschema import Draft202012Validator
 from truenas_vmware_coord import schemas
 
-from tools.rig import inventory
-
-
-@pytest.fixture(scope="module")
-def sim(start_vcsim):
-    return start_vcsim("-vm", "0", "-strict")
-
-
-@pytest.fixture(scope="module")
-def module_si(sim):
-    si = inventory.connect_to(sim)
-    yield si
-    si.content.sessionManager.Logout()
-
 
 @pytest.fixture
 def cli(sim, zfs_pool, module_si, tmp_path) -> CliEnv:

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from cli_env import CliEnv
 from engine_env import EngineEnv
 from truenas_vmware_coord.engine.journal import ActionState, Journal
@@ -25,18 +24,6 @@ from tools.rig import inventory
 
 DATABASES = {"name": "databases", "priority": 1, "ladder": ["power_off", "crash"],
              "options": {"shutdown_timeout_seconds": 20}, "match": {"name_glob": "*-db"}}
-
-
-@pytest.fixture(scope="module")
-def sim(start_vcsim):
-    return start_vcsim("-vm", "0", "-strict")
-
-
-@pytest.fixture(scope="module")
-def module_si(sim):
-    si = inventory.connect_to(sim)
-    yield si
-    si.content.sessionManager.Logout()
 
 
 def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:

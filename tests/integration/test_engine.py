@@ -20,18 +20,6 @@ from truenas_vmware_coord.vsphere.hypervisor import VsphereConnector
 from tools.rig import inventory
 
 
-@pytest.fixture(scope="module")
-def sim(start_vcsim):
-    return start_vcsim("-vm", "0", "-strict")
-
-
-@pytest.fixture(scope="module")
-def module_si(sim):
-    si = inventory.connect_to(sim)
-    yield si
-    si.content.sessionManager.Logout()
-
-
 @pytest.fixture
 def env(sim, zfs_pool, module_si, tmp_path) -> EngineEnv:
     return EngineEnv.create(sim, zfs_pool, module_si, tmp_path)
