@@ -11,6 +11,7 @@ PACKAGES = [
     "truenas_vmware_coord.cli",
     "truenas_vmware_coord.domain",
     "truenas_vmware_coord.engine",
+    "truenas_vmware_coord.middleware",
     "truenas_vmware_coord.schemas",
     "truenas_vmware_coord.store",
     "truenas_vmware_coord.vsphere",
@@ -36,6 +37,12 @@ setup(
             "pytest>=7",
             "hypothesis>=6",
             "ruff>=0.4",
+            # the middlewared double uses the libraries middlewared 25.10 itself uses
+            "pydantic>=2.9,<2.11",
+            "SQLAlchemy>=1.4.46,<2",
+            # the web UI extension's end-to-end tests (Debian's chromium, not a downloaded one)
+            "aiohttp>=3.9",
+            "playwright>=1.40",
         ],
     },
     entry_points={"console_scripts": ["vmware-coord=truenas_vmware_coord.cli.main:main"]},

@@ -1,0 +1,245 @@
+"""The engine as the middlewared services drive it, through a plain ``call`` callable.
+
+One ``Runtime`` lives in the ``vmware_coord`` service. It reads the mappings, endpoint
+settings, policies and engine settings from middlewared on every run (they may change at
+any time), keeps one long-lived coordinator for the hook path (its ``begin`` and ``end``
+arrive as separate calls, and the sessions opened in ``begin`` are reused by ``end``), and
+turns reports into alerts.
+
+The journal lives on the system dataset (``systemdataset.config()['path']``), which
+survives reboots and, on HA systems, fails over with the pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import schemas
+from ..domain.selection import Scope, scope_mappings
+from ..engine.coordinator import Coordinator
+from ..engine.journal import Journal
+from ..engine.settings import Settings, parse_settings
+from ..vsphere.hypervisor import VsphereConnector
+from ..vsphere.session import open_session
+from ..zfs.snapshot import PROP_RUN
+from . import alerts, facts, privileges
+from .policy_store import DatastorePolicyRepository
+
+log = logging.getLogger(__name__)
+
+Call = Callable[..., Any]
+ENDPOINT_TABLE = "vmware_coord.endpoint"
+JOURNAL = Path("vmware_coord") / "journal.sqlite"
+# zettarepl's observer is serial and schedules by the minute: a begin phase that stays under
+# this never pushes the next minute's snapshot tasks back, whatever the configured deadline.
+HOOK_BEGIN_DEADLINE_S = 45.0
+HOST_MANAGED = frozenset({"journal_path"})
+ACTIVITY = "vmware"   # the stock activity: blocking "VMware Snapshots" blocks this plugin too
+
+
+def config_document(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """The full vmware_coord.config document: schema defaults under what is stored.
+
+    ``journal_path`` is not a setting here: on TrueNAS the journal is on the system dataset.
+    """
+    props = schemas.load_schema("config")["properties"]
+    defaults = {k: v["default"] for k, v in props.items() if "default" in v and k not in HOST_MANAGED}
+    return defaults | {k: v for k, v in (stored or {}).items() if k not in HOST_MANAGED}
+
+
+def stored_settings(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k != "id"}
+
+
+class Runtime:
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self._lock = threading.Lock()
+        self._journal: Journal | None = None
+        self._hook: Coordinator | None = None
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def journal(self) -> Journal:
+        with self._lock:
+            return self._journal_unlocked()
+
+    def settings(self) -> Settings:
+        stored = stored_settings(self._call("vmware_coord.config.config"))
+        return parse_settings(stored, field="vmware_coord_config")
+
+    def topology(self) -> facts.Topology:
+        return facts.topology(self._call("vmware.query"), self._call("datastore.query", ENDPOINT_TABLE))
+
+    def activity_allowed(self) -> bool:
+        try:
+            return bool(self._call("network.general.can_perform_activity", ACTIVITY))
+        except Exception:  # noqa: BLE001 - unknown activity (stock setup not run yet): not blocked
+            log.warning("network activity %r is not registered; proceeding", ACTIVITY, exc_info=True)
+            return True
+
+    def coordinator(self, *, hook: bool = False,
+                    progress: Callable[[str, Any], None] | None = None) -> tuple[Coordinator, facts.Topology]:
+        """A coordinator with what middlewared says now; the hook path reuses its instance."""
+        topo, settings = self.topology(), self.settings()
+        engine = settings.engine
+        if hook:
+            begin = min(engine.begin_deadline_s, HOOK_BEGIN_DEADLINE_S)
+            engine = dataclasses.replace(engine, begin_deadline_s=begin,
+                                         vm_deadline_s=min(engine.vm_deadline_s, begin))
+        parts = {"connector": VsphereConnector(topo.endpoints, topo.password_for),
+                 "mappings": list(topo.mappings),
+                 "policies": [p for p in DatastorePolicyRepository(self._call).list() if p.enabled],
+                 "default_ladder": settings.default_ladder, "config": engine}
+        if not hook:
+            return Coordinator(journal=self.journal(), storage=lambda: facts.storage_facts(self._call),
+                               progress=progress, **parts), topo
+        with self._lock:
+            if self._hook is None:
+                self._hook = Coordinator(journal=self._journal_unlocked(),
+                                         storage=lambda: facts.storage_facts(self._call), **parts)
+            else:
+                for name, value in parts.items():
+                    setattr(self._hook, name, value)
+            return self._hook, topo
+
+    def _journal_unlocked(self) -> Journal:
+        if self._journal is None:
+            base = self._call("systemdataset.config").get("path") or "/var/db/system"
+            self._journal = Journal(Path(base) / JOURNAL)
+        return self._journal
+
+    # --- the hook path (zettarepl's observer, zfs.snapshot.create with vmware_sync) ---------
+
+    def has_mappings(self, dataset: str, recursive: bool, exclude: list[str]) -> bool:
+        scope = Scope(dataset, recursive, tuple(sorted(set(exclude))))
+        return bool(scope_mappings(self.topology().mappings, scope))
+
+    def begin(self, dataset: str, recursive: bool, exclude: list[str]) -> dict[str, Any] | None:
+        """VMware snapshots before the ZFS snapshot; None when VMware activity is blocked."""
+        if not self.activity_allowed():
+            log.warning("VMware network activity is disabled: %s is snapshotted without VMware", dataset)
+            return None
+        coordinator, _topo = self.coordinator(hook=True)
+        return coordinator.begin(dataset, recursive, exclude).to_dict()
+
+    def end(self, context: dict[str, Any]) -> dict[str, Any]:
+        """Undo this run's VMware work, label the ZFS snapshot it made, raise/clear alerts."""
+        row = self.journal().run(context["run_id"])
+        if row is not None and row["state"] == "ended":
+            return row["manifest"] or {}   # reconcile finished it already (e.g. after a restart)
+        coordinator, topo = self.coordinator(hook=True)
+        report = coordinator.end(context["run_id"])
+        report["snapshot"] = self.label_snapshot(report)
+        self.after_run(report, topo)
+        return report
+
+    def label_snapshot(self, report: dict[str, Any]) -> str | None:
+        """Put the run id, summary and honest vmsynced on the snapshot taken since begin.
+
+        zettarepl only passes ``freenas:vmsynced=Y`` at creation and ``zfs.snapshot.create``
+        writes it on the dataset; the run id and summary can only be added afterwards.
+        """
+        try:
+            snaps = self._call("zfs.snapshot.query", [["dataset", "=", report["dataset"]]])
+            fresh = [s for s in snaps
+                     if float(s["properties"]["creation"]["rawvalue"]) >= int(report["started_at"])]
+            if not fresh:
+                return None
+            snap = max(fresh, key=lambda s: int(s["createtxg"]))
+            updates = [{"key": k, "value": v} for k, v in sorted(report["properties"].items())]
+            self._call("zfs.snapshot.update", snap["id"], {"user_properties_update": updates})
+            self.journal().set_snapshot(report["run_id"], snap["id"])
+            return snap["id"]
+        except Exception:  # noqa: BLE001 - a label is worth a log line, never a failed task
+            log.warning("run %s: could not label the snapshot", report.get("run_id"), exc_info=True)
+            return None
+
+    def after_run(self, report: dict[str, Any], topo: facts.Topology) -> None:
+        scope = Scope(report["dataset"], report["recursive"], tuple(report.get("exclude", ())))
+        ops = alerts.run_alerts(report, scope_mappings(topo.mappings, scope), topo.hosts)
+        leftovers = report.get("leftovers") or []
+        if leftovers:
+            ops += alerts.leftover_alerts(len(leftovers), {}, leftovers)
+        self.apply(ops)
+
+    def apply(self, ops: list[alerts.AlertOp]) -> None:
+        for op in ops:
+            method = "alert.oneshot_create" if op.action == "create" else "alert.oneshot_delete"
+            try:
+                self._call(method, op.klass, op.args)
+            except Exception:  # noqa: BLE001 - an alert that cannot be raised is logged
+                log.warning("%s %s failed", method, op.klass, exc_info=True)
+
+    # --- the API ----------------------------------------------------------------------------
+
+    def plan(self, dataset: str, recursive: bool, exclude: list[str]) -> dict[str, Any]:
+        coordinator, _ = self.coordinator()
+        plan, errors = coordinator.plan(dataset, recursive, exclude)
+        return plan.to_dict() | {"endpoint_errors": errors}
+
+    def run(self, dataset: str, recursive: bool, name: str | None,
+            progress: Callable[[str, Any], None]) -> dict[str, Any]:
+        """A manual coordinated snapshot through zfs.snapshot.create, properties at creation."""
+        coordinator, topo = self.coordinator(progress=progress)
+        coordinator.reconcile(sweep=False)   # finish what an earlier crash left first
+        snapname = name or time.strftime("vmware-coord-%Y%m%d-%H%M%S")
+
+        def take(properties: dict[str, str]) -> str:
+            created = self._call("zfs.snapshot.create", {"dataset": dataset, "name": snapname,
+                                                         "recursive": recursive, "properties": properties})
+            return created["name"]
+
+        report = coordinator.run(dataset, take, recursive)
+        self.after_run(report, topo)
+        return report
+
+    def reconcile(self) -> dict[str, Any]:
+        if not self.activity_allowed():
+            return {"skipped": "VMware network activity is disabled"}
+        coordinator, _ = self.coordinator()
+        result = coordinator.reconcile(sweep=True)
+        self.apply(alerts.leftover_alerts(result["still_open"], result["endpoint_errors"]))
+        return result
+
+    def runs(self, limit: int) -> list[dict[str, Any]]:
+        return [{k: r[k] for k in ("run_id", "dataset", "snapshot", "state", "started_at", "ended_at")}
+                | {"vmsynced": (r["manifest"] or r["context"] or {}).get("vmsynced")}
+                for r in self.journal().runs(limit)]
+
+    def manifest(self, key: str) -> dict[str, Any] | None:
+        journal = self.journal()
+        row = journal.run_for_snapshot(key) if "@" in key else journal.run(key)
+        if row is None and "@" in key:
+            # A snapshot replicated or labelled elsewhere: its property names the run.
+            try:
+                props = self._call("zfs.snapshot.query", [["id", "=", key]], {"get": True})
+                run_id = props.get("properties", {}).get(PROP_RUN, {}).get("value")
+                row = journal.run(run_id) if run_id else None
+            except Exception:  # noqa: BLE001 - no such snapshot
+                row = None
+        return None if row is None else (row["manifest"] or row["context"])
+
+    def check_privileges(self, mapping_id: str) -> dict[str, Any]:
+        topo = self.topology()
+        mapping = topo.mapping(str(mapping_id))
+        if mapping is None:
+            raise LookupError(f"no VMware mapping with id {mapping_id}")
+        session = open_session(topo.endpoints[mapping.endpoint_id], topo.password_for(mapping.endpoint_id))
+        try:
+            return privileges.check(session, mapping.datastore) | {"mapping_id": mapping.id,
+                                                                   "endpoint_id": mapping.endpoint_id}
+        finally:
+            session.logout()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None

@@ -1,0 +1,309 @@
+"""A ``Middleware`` that loads plugin modules, calls methods and answers JSON-RPC like 25.10.
+
+Mirrors TS-25.10.6:
+- ``utils/plugins.py`` ``_load_plugins``: every ``Service`` subclass found in a plugin
+  module's namespace is collected; classes of one namespace become a ``CompoundService``;
+  a non-private service without ``cli_namespace`` is an error. Modules are imported first,
+  services instantiated after, ``setup(middleware)`` of each module runs after that,
+  unguarded (an exception there stops middlewared).
+- ``main.py`` ``call``/``call_sync``: an asyncio loop in its own thread; ``call_sync`` from
+  the loop's thread raises; a coroutine method runs on the loop, a plain one in the caller's
+  thread (or an executor for ``call``); a ``@job`` method returns a ``Job`` at once.
+- ``api/base/server/ws_handler/rpc.py``: the JSON-RPC 2.0 answers ``midclt`` receives
+  (``-32601`` no such method, ``-32602`` "Invalid params" with ``extra`` =
+  ``[[field, message, errno]]`` for ``ValidationErrors``, ``-32001`` "Method call error" for
+  other errors, as ``truenas_api_client.JSONRPCError`` numbers them); job results are waited
+  for (``Method.call``).
+- The few services of TrueNAS the plugin calls (``network.general`` activities,
+  ``pool.snapshottask.query``, ``zfs.snapshot.create/query/update`` with ``vmware_sync``
+  exactly as ``plugins/zfs_/snapshot.py`` does it, ``systemdataset.config``,
+  ``interface.query``, ``network.configuration.config``, ``pool.dataset.query``,
+  ``iscsi.extent.query``), backed by the real zfs-fuse pool through the ``zfs`` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import subprocess
+import threading
+import types
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from . import alerts as alerts_mod
+from .datastore import DatastoreService, filter_list
+from .framework import (
+    ABSTRACT_SERVICES,
+    CallError,
+    CallException,
+    CompoundService,
+    Job,
+    NetworkActivityDisabled,
+    Service,
+    ValidationErrors,
+)
+
+log = logging.getLogger(__name__)
+METHOD_NOT_FOUND, INVALID_PARAMS, TRUENAS_CALL_ERROR = -32601, -32602, -32001
+
+
+def _zfs(*args: str) -> str:
+    proc = subprocess.run(["zfs", *args], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise CallError(f"zfs {' '.join(args)}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+class NetworkGeneral:
+    def __init__(self) -> None:
+        self.activities: dict[str, str] = {}
+        self.blocked: set[str] = set()
+
+    def register_activity(self, name: str, description: str) -> None:
+        if name in self.activities:
+            raise RuntimeError(f"Network activity {name} is already registered")
+        self.activities[name] = description
+
+    def can_perform_activity(self, name: str) -> bool:
+        if name not in self.activities:
+            raise RuntimeError(f"Unknown network activity {name}")
+        return name not in self.blocked
+
+    def will_perform_activity(self, name: str) -> None:
+        if not self.can_perform_activity(name):
+            raise NetworkActivityDisabled(f'Network activity "{self.activities[name]}" is disabled')
+
+
+class ZfsSnapshot:
+    """``zfs.snapshot`` of 25.10 (plugins/zfs_/snapshot.py) over the ``zfs`` command."""
+
+    def __init__(self, middleware: Middleware) -> None:
+        self.middleware = middleware
+
+    def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        dataset, name, recursive = data["dataset"], data["name"], data.get("recursive", False)
+        vmware_context = None
+        if data.get("vmware_sync"):
+            vmware_context = self.middleware.call_sync("vmware.snapshot_begin", dataset, recursive)
+        try:
+            props = [a for k, v in sorted((data.get("properties") or {}).items()) for a in ("-o", f"{k}={v}")]
+            _zfs("snapshot", *(["-r"] if recursive else []), *props, f"{dataset}@{name}")
+            if vmware_context and vmware_context["vmsynced"]:
+                # What 25.10 does: the property lands on the dataset, not on the snapshot.
+                _zfs("set", "freenas:vmsynced=Y", dataset)
+        finally:
+            if vmware_context:
+                self.middleware.call_sync("vmware.snapshot_end", vmware_context)
+        return self.query([["id", "=", f"{dataset}@{name}"]], {"get": True})
+
+    def query(self, filters: list | None = None, options: dict | None = None) -> Any:
+        # zfs-fuse has neither ``list -p`` nor ``createtxg``: creation comes from ``get -p`` and
+        # the txg stand-in from the listing order (per dataset, oldest first, as ZFS lists them).
+        names = _zfs("list", "-H", "-t", "snapshot", "-o", "name").split()
+        created = dict(line.split("\t") for line in _zfs(
+            "get", "-H", "-p", "-o", "name,value", "creation", *names).splitlines()) if names else {}
+        rows = []
+        for txg, name in enumerate(names):
+            dataset, _, snap = name.partition("@")
+            rows.append({"id": name, "name": name, "dataset": dataset, "snapshot_name": snap,
+                         "createtxg": str(txg),
+                         "properties": {"creation": {"rawvalue": created[name], "value": created[name]}}})
+        return filter_list(rows, filters, options)
+
+    def update(self, snap_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        for prop in data["user_properties_update"]:
+            if prop.get("remove"):
+                _zfs("inherit", prop["key"], snap_id)
+            else:
+                _zfs("set", f"{prop['key']}={prop['value']}", snap_id)
+        return self.query([["id", "=", snap_id]], {"get": True})
+
+
+class _Plain:
+    """A built-in service made of plain callables, with the Config bits ``call`` looks at."""
+
+    class _config:  # noqa: N801 - mirrors Service._config
+        process_pool = False
+
+    def __init__(self, **methods: Any) -> None:
+        for name, fn in methods.items():
+            setattr(self, name, fn)
+
+
+class Middleware:
+    def __init__(self, workdir: Path, *, hostname: str = "nas", domain: str = "test.local",
+                 addresses: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="middlewared-loop", daemon=True)
+        self._thread.start()
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="IoThread")
+        self.services: dict[str, Any] = {}
+        self.jobs: list[Job] = []
+        self.tasks: list[asyncio.Future] = []
+        self.setup_funcs: list[tuple[str, Any]] = []
+        self.snapshot_tasks: list[dict[str, Any]] = []
+        self.datastore = DatastoreService(self, str(self.workdir / "freenas-v1.db"))
+        self.alert = alerts_mod.AlertService(self)
+        self.network = NetworkGeneral()
+        self.zfs_snapshot = ZfsSnapshot(self)
+        (self.workdir / "system").mkdir(exist_ok=True)
+        self.services.update({
+            "datastore": self.datastore,
+            "alert": _Plain(oneshot_create=self.alert.oneshot_create,
+                            oneshot_delete=self.alert.oneshot_delete),
+            "network.general": self.network,
+            "network.configuration": _Plain(config=lambda: {"hostname": hostname, "domain": domain}),
+            "interface.query": None,
+            "interface": _Plain(query=lambda *a: [{"state": {"aliases": [
+                {"type": "INET", "address": a_} for a_ in addresses]}}]),
+            "pool.snapshottask": _Plain(query=lambda f=None, o=None: filter_list(self.snapshot_tasks, f, o)),
+            "zfs.snapshot": self.zfs_snapshot,
+            "systemdataset": _Plain(config=lambda: {"path": str(self.workdir / "system")}),
+            "pool.dataset": _Plain(query=self._datasets),
+            "iscsi.extent": _Plain(query=lambda *a: []),
+        })
+        del self.services["interface.query"]
+        for name in ("alert", "network.general", "datastore", "zfs.snapshot"):
+            obj = self.services[name]
+            if not hasattr(obj, "_config"):
+                obj._config = _Plain._config
+
+    # --- plugins ------------------------------------------------------------------------
+
+    def load_plugins(self, *modules: types.ModuleType) -> None:
+        """Collect services from already imported plugin modules, as _load_plugins does."""
+        found: list[type] = []
+        for mod in modules:
+            for attr in dir(mod):
+                obj = getattr(mod, attr)
+                if (isinstance(obj, type) and issubclass(obj, Service) and obj is not Service
+                        and obj not in ABSTRACT_SERVICES and obj is not CompoundService):
+                    found.append(obj)
+            if hasattr(mod, "setup"):
+                self.setup_funcs.append((mod.__name__, mod.setup))
+        by_namespace: dict[str, list[type]] = defaultdict(list)
+        for klass in dict.fromkeys(found):
+            by_namespace[klass._config.namespace].append(klass)
+        for namespace, parts in by_namespace.items():
+            service = parts[0](self) if len(parts) == 1 else CompoundService(self, [p(self) for p in parts])
+            cfg = service._config
+            if not cfg.private and not cfg.cli_private and not cfg.cli_namespace:
+                raise RuntimeError(f"Service {service!r} does not have CLI namespace set")
+            self.services[namespace] = service
+
+    def run_setup(self) -> None:
+        """Every module's setup(), in order and unguarded, like __plugins_setup."""
+        for _name, fn in self.setup_funcs:
+            result = fn(self)
+            if asyncio.iscoroutine(result):
+                asyncio.run_coroutine_threadsafe(result, self.loop).result(60)
+
+    def create_task(self, coro: Any) -> asyncio.Future:
+        task = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        self.tasks.append(task)
+        return task
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.datastore.connection.close()
+
+    # --- calling ------------------------------------------------------------------------
+
+    def get_method(self, name: str) -> tuple[Any, Any]:
+        namespace, _, method = name.rpartition(".")
+        service = self.services.get(namespace)
+        if service is None or not hasattr(service, method) or method.startswith("_"):
+            raise CallError(f"Method {name!r} not found", 2)
+        return service, getattr(service, method)
+
+    def _start_job(self, name: str, methodobj: Any, params: tuple) -> Job:
+        job = Job(name)
+        self.jobs.append(job)
+
+        def body() -> None:
+            job.state = "RUNNING"
+            try:
+                if asyncio.iscoroutinefunction(methodobj):
+                    result = asyncio.run_coroutine_threadsafe(methodobj(job, *params), self.loop).result()
+                else:
+                    result = methodobj(job, *params)
+            except BaseException as exc:  # noqa: BLE001 - a job records its failure
+                job._finish(exc=exc)
+            else:
+                job._finish(result)
+
+        self.executor.submit(body)
+        return job
+
+    def call_sync(self, name: str, *params: Any) -> Any:
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("You cannot use call_sync from main thread")
+        _service, methodobj = self.get_method(name)
+        if hasattr(methodobj, "_job"):
+            return self._start_job(name, methodobj, params)
+        if asyncio.iscoroutinefunction(methodobj):
+            return asyncio.run_coroutine_threadsafe(methodobj(*params), self.loop).result()
+        return methodobj(*params)
+
+    async def call(self, name: str, *params: Any) -> Any:
+        _service, methodobj = self.get_method(name)
+        if hasattr(methodobj, "_job"):
+            return self._start_job(name, methodobj, params)
+        if asyncio.iscoroutinefunction(methodobj):
+            return await methodobj(*params)
+        return await self.loop.run_in_executor(self.executor, methodobj, *params)
+
+    async def run_in_thread(self, fn: Any, *args: Any) -> Any:
+        return await self.loop.run_in_executor(self.executor, fn, *args)
+
+    # --- the wire -----------------------------------------------------------------------
+
+    def rpc(self, message: dict[str, Any]) -> dict[str, Any]:
+        """One JSON-RPC 2.0 request as the websocket at /api/current answers it."""
+        id_ = message.get("id")
+        try:
+            self.get_method(message["method"])
+        except CallError:
+            return {"jsonrpc": "2.0", "id": id_, "error": {"code": METHOD_NOT_FOUND,
+                                                          "message": "Method does not exist"}}
+        try:
+            result = self.call_sync(message["method"], *message.get("params", []))
+            if isinstance(result, Job):
+                result = result.wait_sync(raise_error=True)
+        except ValidationErrors as e:
+            return self._error(id_, INVALID_PARAMS, "Invalid params", 22, str(e), [list(x) for x in e])
+        except CallException as e:
+            return self._error(id_, TRUENAS_CALL_ERROR, "Method call error", getattr(e, "errno", 14), str(e),
+                               getattr(e, "extra", None))
+        except Exception as e:  # noqa: BLE001 - what the server does with anything else
+            return self._error(id_, TRUENAS_CALL_ERROR, "Method call error", 22, str(e) or repr(e), None)
+        return {"jsonrpc": "2.0", "id": id_, "result": json.loads(json.dumps(result, default=str))}
+
+    @staticmethod
+    def _error(id_: Any, code: int, message: str, errno_: int, reason: str, extra: Any) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": id_, "error": {"code": code, "message": message, "data": {
+            "error": errno_, "reason": reason, "trace": None, "extra": extra}}}
+
+    def midclt(self, method: str, *json_args: str) -> dict[str, Any]:
+        """``midclt call <method> '<json>'...``: each argument is parsed as JSON."""
+        return self.rpc({"jsonrpc": "2.0", "id": 1, "method": method,
+                         "params": [json.loads(a) for a in json_args]})
+
+    # --- TrueNAS facts ------------------------------------------------------------------
+
+    def _datasets(self, filters: list | None = None, options: dict | None = None) -> list[dict[str, Any]]:
+        out = _zfs("list", "-H", "-o", "name,mountpoint,type")
+        rows = [{"name": n, "mountpoint": m if m.startswith("/") else None,
+                 "type": "VOLUME" if t == "volume" else "FILESYSTEM"}
+                for n, m, t in (line.split("\t") for line in out.splitlines())]
+        return filter_list(rows, [f for f in (filters or []) if f[0] != "pool"], options)
