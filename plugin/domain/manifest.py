@@ -50,6 +50,7 @@ class VmOutcome:
     required: Consistency
     host: str | None = None          # where removals are limited per host / per datastore
     datastores: list[str] = dataclasses.field(default_factory=list)
+    mapping_ids: list[str] = dataclasses.field(default_factory=list)  # for per-mapping alerts
     consistency: Consistency = Consistency.CRASH
     achieved: Strategy | None = None
     quiesced: bool | None = None     # as read back from the snapshot tree
@@ -73,7 +74,8 @@ class VmOutcome:
         return {
             "endpoint_id": self.endpoint_id, "moref": self.moref, "name": self.name,
             "instance_uuid": self.instance_uuid, "host": self.host,
-            "datastores": list(self.datastores), "policy": self.policy,
+            "datastores": list(self.datastores), "mapping_ids": list(self.mapping_ids),
+            "policy": self.policy,
             "ladder": [s.value for s in self.ladder], "required": self.required.value,
             "consistency": self.consistency.value,
             "achieved": self.achieved.value if self.achieved else None,
@@ -89,7 +91,8 @@ class VmOutcome:
         return VmOutcome(
             endpoint_id=d["endpoint_id"], moref=d["moref"], name=d["name"],
             instance_uuid=d.get("instance_uuid"), host=d.get("host"),
-            datastores=list(d.get("datastores", ())), policy=d["policy"],
+            datastores=list(d.get("datastores", ())), mapping_ids=list(d.get("mapping_ids", ())),
+            policy=d["policy"],
             ladder=[Strategy(s) for s in d["ladder"]], required=Consistency(d["required"]),
             consistency=Consistency(d["consistency"]),
             achieved=Strategy(d["achieved"]) if d.get("achieved") else None,

@@ -199,14 +199,19 @@ class Coordinator:
     # --- begin ---------------------------------------------------------------------------
 
     def begin(self, dataset: str, recursive: bool = False, exclude: Iterable[str] = (),
-              detached: bool = False) -> RunContext:
+              detached: bool = False, run_id: str | None = None) -> RunContext:
         """Take every VMware snapshot the plan asks for; return within the begin deadline.
 
         ``detached``: another process will call ``end`` (pre/post snapshot hooks), so the run
-        is alive while it is young rather than while this process lives.
+        is alive while it is young rather than while this process lives. ``run_id``: begin
+        is idempotent: a run that already began returns its context and takes nothing again.
         """
+        if run_id is not None:
+            row = self.journal.run(run_id)
+            if row is not None and row.get("context"):
+                return RunContext.from_dict(row["context"])
         started = time.monotonic()
-        run = _Run(uuid.uuid4().hex[:16], started + self.config.begin_deadline_s)
+        run = _Run(run_id or uuid.uuid4().hex[:16], started + self.config.begin_deadline_s)
         exclude = sorted(set(exclude))
         self.journal.start_run(run.run_id, dataset, recursive, self.clock(),
                                owner_pid=None if detached else os.getpid())
@@ -236,7 +241,8 @@ class Coordinator:
             outcome = VmOutcome(
                 endpoint_id=vp.facts.endpoint_id, moref=vp.facts.moref, name=vp.facts.name,
                 instance_uuid=vp.facts.instance_uuid, host=vp.facts.host,
-                datastores=list(vp.facts.datastores), policy=res.policy_label,
+                datastores=list(vp.facts.datastores), mapping_ids=list(vp.mapping_ids),
+                policy=res.policy_label,
                 ladder=list(res.ladder), required=res.required,
                 reasons=[*(p.reason for p in res.pruned), *res.notes])
             context.vms.append(outcome)
@@ -444,8 +450,11 @@ class Coordinator:
 
     def end(self, context: RunContext | str, snapshot: str | None = None) -> dict[str, Any]:
         """Undo everything this run did; return the final manifest (also stored)."""
+        run_id = context if isinstance(context, str) else context.run_id
+        row = self.journal.run(run_id)
+        if row is not None and row["state"] == "ended" and row.get("manifest"):
+            return row["manifest"]   # idempotent: an ended run is not undone twice
         if isinstance(context, str):
-            row = self.journal.run(context)
             if row is None or row.get("context") is None:
                 raise KeyError(f"no run {context!r} in the journal")
             context = RunContext.from_dict(row["context"])

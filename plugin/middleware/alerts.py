@@ -1,20 +1,15 @@
 """Which one-shot alerts a run or a reconcile raises and clears (pure).
 
-One alert per mapping group per run for VMs below the consistency their policy requires, one
-per endpoint that could not be logged into (TLS or login), one for leftovers reconcile could
-not remove. Each is keyed so the next run replaces it, and cleared by the next success of
-the same scope: none of them waits for a person to dismiss a transient failure.
-
-Attribution: a run's per-VM manifest names the endpoint, not the mapping, so VMs are
-attributed to the in-scope mappings of their endpoint. With one mapping per host (the usual
-TrueNAS setup) that is exactly one mapping; several mappings of one host in one run share
-one alert, keyed by all their ids.
+One alert per mapping per run for VMs below the consistency their policy requires (the
+manifest names the mappings each VM was found through), one per endpoint that could not be
+logged into (TLS or login), one for leftovers reconcile could not remove. Each is keyed so
+the next run replaces it, and cleared by the next success of the same scope: none of them
+waits for a person to dismiss a transient failure.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,28 +29,28 @@ class AlertOp:
 
 
 def run_alerts(report: dict[str, Any], mappings: Iterable[Mapping], hosts: dict[str, str]) -> list[AlertOp]:
-    groups: dict[str, list[Mapping]] = defaultdict(list)
-    for m in mappings:
-        groups[m.endpoint_id].append(m)
+    members = sorted(mappings, key=lambda m: m.id)
     errors: dict[str, str] = report.get("endpoint_errors") or {}
     ops: list[AlertOp] = []
-    for endpoint_id, members in sorted(groups.items()):
+    for endpoint_id in sorted({m.endpoint_id for m in members}):
         host = hosts.get(endpoint_id, endpoint_id)
-        key = ",".join(sorted(m.id for m in members))
         if endpoint_id in errors:
             ops.append(AlertOp("create", ENDPOINT, {"key": endpoint_id, "hostname": host,
                                                     "error": errors[endpoint_id]}))
         else:
             ops.append(AlertOp("delete", ENDPOINT, endpoint_id))
-        below = [v for v in report.get("vms", []) if v["endpoint_id"] == endpoint_id and not v["compliant"]]
+    for m in members:
+        if m.endpoint_id in errors:
+            continue  # its VMs are unknown: their alert is neither raised nor cleared
+        below = [v for v in report.get("vms", []) if m.id in v.get("mapping_ids", ()) and not v["compliant"]]
         if below:
             names = ", ".join(f"{v['name']} ({v['consistency']}, needs {v['required']})" for v in below)
             ops.append(AlertOp("create", CONSISTENCY, {
-                "key": key, "hostname": host, "dataset": report["dataset"], "run_id": report["run_id"],
-                "datastores": ", ".join(sorted(m.datastore for m in members)),
+                "key": m.id, "hostname": hosts.get(m.endpoint_id, m.endpoint_id),
+                "dataset": report["dataset"], "run_id": report["run_id"], "datastores": m.datastore,
                 "count": len(below), "vms": names}))
-        elif endpoint_id not in errors:
-            ops.append(AlertOp("delete", CONSISTENCY, key))
+        else:
+            ops.append(AlertOp("delete", CONSISTENCY, m.id))
     return ops
 
 

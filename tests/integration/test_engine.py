@@ -228,3 +228,18 @@ def test_the_stored_manifest_follows_the_run_report_schema(env):
     validator.validate(stored["context"])
     assert stored["snapshot"] == f"{env.dataset}@schema"
     assert all(v["consolidation_needed"] is False for v in stored["manifest"]["vms"] if v["undo"])
+
+
+def test_begin_and_end_are_idempotent(env):
+    env.vm("once")
+    coordinator = env.coordinator()
+    first = coordinator.begin(env.dataset, run_id="fixed-run-id")
+    again = coordinator.begin(env.dataset, run_id="fixed-run-id")
+    assert again.to_dict() == first.to_dict()
+    assert len(env.product_snapshots()) == 1
+    snapshot = env.take_snapshot("idem")(first.properties())
+    report = coordinator.end(first, snapshot)
+    assert coordinator.end("fixed-run-id") == report
+    assert env.outcome(report, "once")["undo"] == "removed"
+    assert env.product_snapshots() == []
+    assert env.outcome(report, "once")["mapping_ids"] == ["m1"]

@@ -13,23 +13,25 @@ from truenas_vmware_coord.domain.model import Mapping
 from truenas_vmware_coord.middleware import alerts, privileges
 
 
-def vm(endpoint: str, name: str, compliant: bool) -> dict:
+def vm(endpoint: str, name: str, compliant: bool, mapping: str) -> dict:
     return {"endpoint_id": endpoint, "name": name, "compliant": compliant, "consistency": "crash",
-            "required": "quiesced"}
+            "required": "quiesced", "mapping_ids": [mapping]}
 
 
 REPORT = {"dataset": "tank/vm", "run_id": "r1", "endpoint_errors": {"u@b:443": "login refused"},
-          "vms": [vm("u@a:443", "db-01", False), vm("u@a:443", "app-01", True), vm("u@c:443", "x", True)]}
+          "vms": [vm("u@a:443", "db-01", False, "1"), vm("u@a:443", "app-01", True, "2"),
+                  vm("u@c:443", "x", True, "4")]}
 MAPPINGS = [Mapping("1", "u@a:443", "ds1", "tank/vm"), Mapping("2", "u@a:443", "ds2", "tank/vm"),
             Mapping("3", "u@b:443", "ds3", "tank/vm"), Mapping("4", "u@c:443", "ds4", "tank/vm")]
 
 
-def test_one_alert_per_mapping_group_and_clearing_on_success() -> None:
+def test_one_alert_per_mapping_and_clearing_on_success() -> None:
     ops = alerts.run_alerts(REPORT, MAPPINGS, {"u@a:443": "a", "u@b:443": "b", "u@c:443": "c"})
     created = [(o.klass, o.args["key"]) for o in ops if o.action == "create"]
     deleted = [(o.klass, o.args) for o in ops if o.action == "delete"]
-    assert created == [(alerts.CONSISTENCY, "1,2"), (alerts.ENDPOINT, "u@b:443")]
-    assert (alerts.CONSISTENCY, "4") in deleted and (alerts.ENDPOINT, "u@a:443") in deleted
+    assert created == [(alerts.ENDPOINT, "u@b:443"), (alerts.CONSISTENCY, "1")]
+    assert (alerts.CONSISTENCY, "2") in deleted and (alerts.CONSISTENCY, "4") in deleted
+    assert (alerts.ENDPOINT, "u@a:443") in deleted
     consistency = next(o for o in ops if o.klass == alerts.CONSISTENCY and o.action == "create")
     assert consistency.args["count"] == 1 and "db-01 (crash, needs quiesced)" in consistency.args["vms"]
     # An endpoint that failed says nothing about its VMs' alert: it is neither raised nor cleared.
