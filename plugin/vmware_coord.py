@@ -274,6 +274,7 @@ class VMwareCoordPlanArgs(BaseModel):
     dataset: str
     recursive: bool = False
     exclude: list[str] = []
+    draft: dict | None = None   # {"policy": <policy document>, "id": <policy id> | None}
 
 
 class VMwareCoordPlanResult(BaseModel):
@@ -508,10 +509,16 @@ class VMwareCoordService(Service):
         self.last_reconcile = 0.0
 
     @api_method(VMwareCoordPlanArgs, VMwareCoordPlanResult, roles=ROLE_READ)
-    def plan(self, dataset: str, recursive: bool, exclude: list[str]) -> dict[str, Any]:
-        """Dry run: what a snapshot of ``dataset`` would do to each VM, and why. Changes nothing."""
+    def plan(self, dataset: str, recursive: bool, exclude: list[str],
+             draft: dict[str, Any] | None) -> dict[str, Any]:
+        """Dry run: what a snapshot of ``dataset`` would do to each VM, and why. Changes nothing.
+
+        With ``draft`` ({"policy": document, "id": id or null}): as if that policy were saved,
+        so the UI can show what a new or edited policy changes before it is saved.
+        """
         self.middleware.call_sync("network.general.will_perform_activity", "vmware")
-        return self.runtime.plan(dataset, recursive, exclude)
+        with field_errors("vmware_coord_plan.draft"):
+            return self.runtime.plan(dataset, recursive, exclude, draft)
 
     @api_method(VMwareCoordRunArgs, VMwareCoordRunResult, roles=ROLE_WRITE,
                 audit="VMware coordinated snapshot:")

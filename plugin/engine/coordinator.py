@@ -177,15 +177,19 @@ class Coordinator:
         pool.shutdown(wait=False)
         return sessions, inventories, errors
 
-    def _resolve(self, plan: Plan) -> Plan:
+    def _resolve(self, plan: Plan, policies: Sequence[Policy] | None = None) -> Plan:
+        rules = [p for p in policies if p.enabled] if policies is not None else self.policies
         vms = tuple(dataclasses.replace(
-            v, policy=resolve(v.facts, v.blockers, self.policies, self.default_ladder,
+            v, policy=resolve(v.facts, v.blockers, rules, self.default_ladder,
                               mapping_ids=v.mapping_ids)) for v in plan.vms)
         return dataclasses.replace(plan, vms=vms)
 
-    def plan(self, dataset: str, recursive: bool = False, exclude: Iterable[str] = ()
-             ) -> tuple[Plan, dict[str, str]]:
-        """The dry run: what a snapshot of ``dataset`` would do to each VM, changing nothing."""
+    def plan(self, dataset: str, recursive: bool = False, exclude: Iterable[str] = (),
+             policies: Sequence[Policy] | None = None) -> tuple[Plan, dict[str, str]]:
+        """The dry run: what a snapshot of ``dataset`` would do to each VM, changing nothing.
+
+        ``policies`` replaces the configured ones: what an unsaved policy would change.
+        """
         deadline = time.monotonic() + self.config.begin_deadline_s
         sessions, inventories, errors = self._connect_all(
             self._endpoints_for(dataset, recursive, exclude), deadline)
@@ -194,7 +198,7 @@ class Coordinator:
         plan = build_plan(dataset, inventories=inventories.values(), mappings=self.mappings,
                           storage=self.storage(), now=self.clock(), recursive=recursive,
                           exclude=exclude)
-        return self._resolve(plan), errors
+        return self._resolve(plan, policies), errors
 
     # --- begin ---------------------------------------------------------------------------
 

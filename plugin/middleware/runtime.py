@@ -25,6 +25,7 @@ from ..domain.selection import Scope, scope_mappings
 from ..engine.coordinator import Coordinator
 from ..engine.journal import Journal
 from ..engine.settings import Settings, parse_settings
+from ..store.policy_repo import with_draft
 from ..vsphere.hypervisor import VsphereConnector
 from ..vsphere.session import open_session
 from ..zfs.snapshot import PROP_RUN
@@ -179,9 +180,16 @@ class Runtime:
 
     # --- the API ----------------------------------------------------------------------------
 
-    def plan(self, dataset: str, recursive: bool, exclude: list[str]) -> dict[str, Any]:
+    def plan(self, dataset: str, recursive: bool, exclude: list[str],
+             draft: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The dry run; with ``draft`` ({"policy": document, "id": id or None}) as if that
+        policy were saved (validated like a save; nothing is written)."""
+        policies = None
+        if draft is not None:
+            policies = with_draft(DatastorePolicyRepository(self._call), draft.get("policy") or {},
+                                  draft.get("id"))
         coordinator, _ = self.coordinator()
-        plan, errors = coordinator.plan(dataset, recursive, exclude)
+        plan, errors = coordinator.plan(dataset, recursive, exclude, policies)
         return plan.to_dict() | {"endpoint_errors": errors}
 
     def run(self, dataset: str, recursive: bool, name: str | None,

@@ -67,19 +67,22 @@ def _widget(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fields(node: dict[str, Any], root: dict[str, Any], path: str, hidden: set[str],
-            required: set[str]) -> Iterator[dict[str, Any]]:
+            required: bool) -> Iterator[dict[str, Any]]:
+    """Leaf fields; ``required`` only when the field and every object above it are required
+    (a key required inside an optional object is asked for only once that object is used)."""
     node, root = _resolve(node, root)
     props = node.get("properties")
     if props is not None:
+        needed = set(node.get("required", ()))
         for name, child in props.items():
             if not path and name in hidden:
                 continue
             yield from _fields(child, root, f"{path}.{name}" if path else name, hidden,
-                               set(node.get("required", ())))
+                               required and name in needed)
         return
     leaf = path.rsplit(".", 1)[-1]
     field = {"name": path, "label": node.get("title", leaf), "help": node.get("description", ""),
-             "required": leaf in required, "nullable": "null" in _types(node)}
+             "required": required, "nullable": "null" in _types(node)}
     field |= _widget(node, root)
     for key in ("default", "minimum", "maximum", "minLength", "maxLength", "pattern"):
         if key in node:
@@ -96,7 +99,7 @@ def form(name: str) -> dict[str, Any]:
     schema = load_schema(schema_name)
     return {"form": name, "schema": schema_name, "title": schema.get("title", name),
             "help": schema.get("description", ""),
-            "fields": list(_fields(schema, schema, "", hidden, set(schema.get("required", ()))))}
+            "fields": list(_fields(schema, schema, "", hidden, True))}
 
 
 def forms() -> dict[str, Any]:

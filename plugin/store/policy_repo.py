@@ -80,6 +80,18 @@ def uniqueness_errors(candidate: Policy, others: list[Policy]) -> list[FieldErro
     return errors
 
 
+def with_draft(repo: PolicyRepository, document: Mapping[str, Any], policy_id: int | None) -> list[Policy]:
+    """The stored policies as they would be if ``document`` were saved (new, or as an update of
+    ``policy_id``), validated exactly as a save would be, but nothing is written."""
+    stored = repo.list()
+    candidate = prepare_update(repo.get(policy_id), document) if policy_id is not None \
+        else prepare_create(document)
+    errors = uniqueness_errors(candidate, stored)
+    if errors:
+        raise InvalidInput(errors)
+    return [p for p in stored if policy_id is None or p.id != policy_id] + [candidate]
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vmware_coord_policy (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

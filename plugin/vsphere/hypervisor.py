@@ -7,11 +7,12 @@ and task waiting. Each method is a thin translation; decisions live in the engin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyVmomi import vim, vmodl
@@ -66,6 +67,10 @@ class VsphereHypervisor:
     # --- acting --------------------------------------------------------------------------
 
     def start_snapshot(self, request: SnapshotRequest) -> TaskHandle:
+        with self._starting():
+            return self._start_snapshot(request)
+
+    def _start_snapshot(self, request: SnapshotRequest) -> TaskHandle:
         vm = self._vm(request.vm_moref)
         if request.quiesce and self.session.create_snapshot_ex is not False:
             spec: vim.vm.GuestQuiesceSpec
@@ -90,7 +95,8 @@ class VsphereHypervisor:
 
     def start_remove(self, snapshot_moref: str) -> TaskHandle:
         snapshot = vim.vm.Snapshot(snapshot_moref, stub=self.session.stub)
-        task = snapshot.RemoveSnapshot_Task(removeChildren=False)
+        with self._starting():
+            task = snapshot.RemoveSnapshot_Task(removeChildren=False)
         return TaskHandle(task._moId, task)
 
     def start_power_on(self, vm_moref: str) -> TaskHandle:
@@ -118,12 +124,26 @@ class VsphereHypervisor:
 
     # --- waiting -------------------------------------------------------------------------
 
-    def wait(self, handle: TaskHandle, timeout: float) -> TaskOutcome | None:
-        """The task's outcome, or None when ``timeout`` passes first."""
+    def _watcher_for(self) -> TaskWatcher:
         with self._watcher_lock:
             if self._watcher is None:
                 self._watcher = TaskWatcher(self.session)
-            watcher = self._watcher
+            return self._watcher
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        """Tell the watcher a snapshot task is being started, so it batches the wave's tasks."""
+        watcher = self._watcher_for()
+        watcher.starting()
+        try:
+            yield
+        except BaseException:
+            watcher.started()
+            raise
+
+    def wait(self, handle: TaskHandle, timeout: float) -> TaskOutcome | None:
+        """The task's outcome, or None when ``timeout`` passes first."""
+        watcher = self._watcher_for()
         future = watcher.watch(handle.ref)
         try:
             outcome = future.result(timeout=max(0.0, timeout))

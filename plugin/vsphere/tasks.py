@@ -14,6 +14,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import threading
+import time
 from typing import Any
 
 from pyVmomi import vim, vmodl
@@ -49,11 +50,17 @@ class TaskOutcome:
 class TaskWatcher:
     """Watches tasks of one session; ``watch(task)`` returns a Future of its TaskOutcome."""
 
-    def __init__(self, session: Any, max_wait_seconds: int = 1) -> None:
+    def __init__(self, session: Any, max_wait_seconds: int = 1, gather_seconds: float = 0.02) -> None:
         self._content = session.content
         self._max_wait = max_wait_seconds
+        self._gather_seconds = gather_seconds
+        self._starting = 0   # start calls in flight whose task is not watched yet
         self._lock = threading.Condition()
         self._new: list[Any] = []
+        # Finished (or forgotten) tasks leave the view with the next ModifyListView, at no
+        # extra call: a view that only grows makes every WaitForUpdatesEx re-evaluate all
+        # tasks of the run (bench/README.md: 2.5x slower begin, 5x slower end at N=1,000).
+        self._gone: list[Any] = []
         self._futures: dict[str, concurrent.futures.Future[TaskOutcome]] = {}
         self._closed = False
         self._collector = self._content.propertyCollector.CreatePropertyCollector()
@@ -74,6 +81,7 @@ class TaskWatcher:
                 raise RuntimeError("the task watcher is closed")
             self._futures[task._moId] = future
             self._new.append(task)
+            self._starting = max(0, self._starting - 1)
             self._lock.notify()
         return future
 
@@ -85,9 +93,14 @@ class TaskWatcher:
                         self._lock.wait()
                     if self._closed:
                         return
+                    self._gather()
                     batch, self._new = self._new, []
+                    gone, self._gone = self._gone, []
                 if batch:
-                    self._view.ModifyListView(add=batch)
+                    self._view.ModifyListView(add=batch, remove=gone or None)
+                elif gone:
+                    with self._lock:  # nothing to add: the next call carries them
+                        self._gone[:0] = gone
                 self._wait_once()
         except Exception as exc:  # noqa: BLE001 - every waiter must learn why, not hang
             log.warning("task watcher stopped: %s", fault_message(exc))
@@ -98,6 +111,31 @@ class TaskWatcher:
                 if not future.done():
                     future.set_exception(exc)
 
+    def starting(self) -> None:
+        """A call that starts a task is about to be made; ``watch`` or ``started`` follows."""
+        with self._lock:
+            self._starting += 1
+
+    def started(self) -> None:
+        """The start call failed: no task will be watched for it."""
+        with self._lock:
+            self._starting = max(0, self._starting - 1)
+            self._lock.notify()
+
+    def _gather(self) -> None:
+        """Let tasks started together join one batch: one view change and one wait per wave.
+
+        Holding the lock: while start calls are still in flight, wait (at most
+        ``gather_seconds``) for their tasks. Without it a wave of 32 tasks went out in
+        ~5 batches of two calls each, their answers being parsed one after another.
+        """
+        deadline = time.monotonic() + self._gather_seconds
+        while self._new and self._starting > 0 and not self._closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._lock.wait(left)
+
     def _wait_once(self) -> None:
         update = self._collector.WaitForUpdatesEx(
             self._version, PC.WaitOptions(maxWaitSeconds=self._max_wait))
@@ -105,23 +143,27 @@ class TaskWatcher:
             return
         self._version = update.version
         finished: dict[str, TaskOutcome] = {}
+        tasks: list[Any] = []
         for filter_set in update.filterSet or ():
             for obj in filter_set.objectSet or ():
                 values = {c.name: c.val for c in obj.changeSet or ()}
                 state = values.get("info.state")
                 if state in ("success", "error"):
+                    tasks.append(obj.obj)
                     finished[obj.obj._moId] = TaskOutcome(
                         state=str(state), result=values.get("info.result"),
                         fault=values.get("info.error"))
         with self._lock:
             done = [(self._futures.pop(m), o) for m, o in finished.items() if m in self._futures]
+            self._gone += tasks
         for future, outcome in done:
             future.set_result(outcome)
 
     def forget(self, task: vim.Task) -> None:
         """Stop waiting for a task (after its deadline); its Future is left unresolved."""
         with self._lock:
-            self._futures.pop(task._moId, None)
+            if self._futures.pop(task._moId, None) is not None:
+                self._gone.append(task)
 
     def close(self) -> None:
         with self._lock:

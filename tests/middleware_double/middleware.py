@@ -268,8 +268,12 @@ class Middleware:
 
     # --- the wire -----------------------------------------------------------------------
 
-    def rpc(self, message: dict[str, Any]) -> dict[str, Any]:
-        """One JSON-RPC 2.0 request as the websocket at /api/current answers it."""
+    def rpc(self, message: dict[str, Any], wait_jobs: bool = True) -> dict[str, Any]:
+        """One JSON-RPC 2.0 request as the websocket at /api/current answers it.
+
+        A job method answers with its job id (followed with core.get_jobs), as the websocket
+        does; ``wait_jobs`` answers with the job's result instead, as ``midclt call -job``.
+        """
         id_ = message.get("id")
         try:
             self.get_method(message["method"])
@@ -279,7 +283,7 @@ class Middleware:
         try:
             result = self.call_sync(message["method"], *message.get("params", []))
             if isinstance(result, Job):
-                result = result.wait_sync(raise_error=True)
+                result = result.wait_sync(raise_error=True) if wait_jobs else result.id
         except ValidationErrors as e:
             return self._error(id_, INVALID_PARAMS, "Invalid params", 22, str(e), [list(x) for x in e])
         except CallException as e:
@@ -288,6 +292,13 @@ class Middleware:
         except Exception as e:  # noqa: BLE001 - what the server does with anything else
             return self._error(id_, TRUENAS_CALL_ERROR, "Method call error", 22, str(e) or repr(e), None)
         return {"jsonrpc": "2.0", "id": id_, "result": json.loads(json.dumps(result, default=str))}
+
+    def get_jobs(self, filters: list | None = None, options: dict | None = None) -> Any:
+        """core.get_jobs: the jobs with their state, progress, result and error."""
+        rows = [{"id": j.id, "method": j.method, "state": j.state, "progress": dict(j.progress),
+                 "result": json.loads(json.dumps(j.result, default=str)), "error": j.error}
+                for j in list(self.jobs)]
+        return filter_list(rows, filters, options)
 
     @staticmethod
     def _error(id_: Any, code: int, message: str, errno_: int, reason: str, extra: Any) -> dict[str, Any]:
