@@ -32,18 +32,6 @@ NAS = "nas.test.local"  # the double's network.configuration: hostname "nas", do
 _n = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def sim(start_vcsim):
-    return start_vcsim("-vm", "0", "-strict")
-
-
-@pytest.fixture(scope="module")
-def si(sim):
-    service = inventory.connect_to(sim)
-    yield service
-    service.content.sessionManager.Logout()
-
-
 class Place:
     """A dataset, its NFS datastore, a stock mapping row and a pinned endpoint, in one middleware."""
 
@@ -76,10 +64,10 @@ def pin(mw: Middleware, sim) -> None:
 
 
 @pytest.fixture
-def place(tmp_path: Path, sim, si, zfs_pool) -> Iterator[Place]:
+def place(tmp_path: Path, sim, module_si, zfs_pool) -> Iterator[Place]:
     mw, _plugin = harness.start(tmp_path / "mw")
     harness.wait_jobs(mw)
-    p = Place(mw, sim, si, zfs_pool, f"d{next(_n)}")
+    p = Place(mw, sim, module_si, zfs_pool, f"d{next(_n)}")
     pin(mw, sim)
     stock_vmware.STOCK_CALLS.clear()
     yield p
@@ -192,11 +180,12 @@ os._exit(0)   # middlewared dies before zettarepl's Success message reaches peri
 """
 
 
-def test_restart_between_begin_and_end_is_cleaned_up_by_setup(tmp_path: Path, sim, si, zfs_pool) -> None:
+def test_restart_between_begin_and_end_is_cleaned_up_by_setup(tmp_path: Path, sim, module_si,
+                                                              zfs_pool) -> None:
     workdir = tmp_path / "mw"
     mw, _ = harness.start(workdir)
     harness.wait_jobs(mw)
-    p = Place(mw, sim, si, zfs_pool, f"r{next(_n)}")
+    p = Place(mw, sim, module_si, zfs_pool, f"r{next(_n)}")
     pin(mw, sim)
     p.vm("app-01")
     harness.stop(mw)
