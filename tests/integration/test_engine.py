@@ -243,3 +243,29 @@ def test_begin_and_end_are_idempotent(env):
     assert env.outcome(report, "once")["undo"] == "removed"
     assert env.product_snapshots() == []
     assert env.outcome(report, "once")["mapping_ids"] == ["m1"]
+
+
+def test_without_create_snapshot_ex_the_fallback_is_learnt_once_per_endpoint(start_vcsim, zfs_pool,
+                                                                             tmp_path):
+    old_sim = start_vcsim("-vm", "0", "-strict", "-no-snapshot-ex")
+    si = inventory.connect_to(old_sim)
+    env = EngineEnv.create(old_sim, zfs_pool, si, tmp_path)
+    for i in range(5):
+        env.vm(f"vm{i}")
+    old_sim.stats(reset=True)
+    report = env.coordinator(config=EngineConfig(limits=Limits(total=1))).run(
+        env.dataset, env.take_snapshot("fallback"))
+    calls = old_sim.stats()
+    assert all(v["consistency"] == "quiesced" for v in report["vms"])
+    assert calls["CreateSnapshotEx_Task"] == 1 and calls["CreateSnapshot_Task"] == 5
+
+
+def test_suspend_policy_resumes_the_vm(env):
+    vm = env.vm("batch")
+    rule = policies({"name": "batch", "priority": 1, "ladder": ["suspend", "crash"],
+                     "match": {"name_glob": "*-batch"}})
+    report = env.coordinator(rule).run(env.dataset, env.take_snapshot("suspend"))
+    entry = env.outcome(report, "batch")
+    assert entry["achieved"] == "suspend" and entry["consistency"] == "powered_off"
+    assert entry["undo"] == "powered_on"
+    assert vm.runtime.powerState == "poweredOn"

@@ -95,3 +95,21 @@ def test_tabs_work_with_the_keyboard(page: Page):
     expect(page.locator("#view-policies")).to_be_visible()
     page.keyboard.press("ArrowLeft")
     expect(page.get_by_role("tab", name="Mappings & plan")).to_be_focused()
+
+
+def test_policies_can_be_reordered_and_reconcile_runs(page: Page):
+    open_tab(page, "Policies")
+    page.get_by_role("button", name="New policy").click()
+    page.get_by_label("Name *", exact=True).fill("scratch")
+    page.locator("#policy-form-match-name_glob").fill("scratch-*")
+    page.locator("#policy-form-ladder").locator("..").get_by_role("combobox").select_option("exclude")
+    page.get_by_role("button", name="Add").click()
+    page.get_by_role("button", name="Create policy").click()
+    rows = page.locator("#view-policies > table tbody tr")
+    expect(rows.last).to_contain_text("scratch")
+    page.get_by_role("button", name="move scratch up").click()
+    expect(page.locator("#status")).to_contain_text("Moved 'scratch' up")
+    expect(rows.first).to_contain_text("scratch")
+    open_tab(page, "Runs")
+    page.get_by_role("button", name="Reconcile now").click()
+    expect(page.locator("#status")).to_contain_text("Reconcile: 0 undone", timeout=30_000)

@@ -38,6 +38,10 @@ var CoordCallHook func(method string)
 // CoordStrict turns on the snapshot rules described above.
 var CoordStrict bool
 
+// CoordNoSnapshotEx makes CreateSnapshotEx_Task answer MethodNotFound, as 0.24.2 itself
+// (and a server older than 6.5) does, so a client's fallback can be tested too.
+var CoordNoSnapshotEx bool
+
 var coordCancelled sync.Map // task moref value -> true
 
 func coordExtra(vm *VirtualMachine, key string) string {
@@ -212,6 +216,10 @@ func (t *Task) CancelTask(ctx *Context, req *types.CancelTask) soap.HasFault {
 // CreateSnapshotExTask maps the 6.5 method onto CreateSnapshot_Task: any quiesce spec
 // requests a quiesced snapshot (the simulator has no guest to apply a VSS context to).
 func (vm *VirtualMachine) CreateSnapshotExTask(req *types.CreateSnapshotEx_Task) soap.HasFault {
+	if CoordNoSnapshotEx {
+		return &methods.CreateSnapshotEx_TaskBody{Fault_: Fault("CreateSnapshotEx_Task",
+			&types.MethodNotFound{Receiver: vm.Self, Method: "CreateSnapshotEx_Task"})}
+	}
 	res := vm.coordCreateSnapshot("CreateSnapshotEx_Task", &types.CreateSnapshot_Task{
 		This:        req.This,
 		Name:        req.Name,

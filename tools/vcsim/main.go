@@ -242,6 +242,7 @@ func main() {
 	verbose := flag.Bool("log", false, "keep the simulator's own log on stderr")
 	strict := flag.Bool("strict", false, "enforce VMware's snapshot rules (see coord_hooks.go)")
 	tools := flag.Bool("tools-running", false, "start every VM with VMware Tools running")
+	noEx := flag.Bool("no-snapshot-ex", false, "answer CreateSnapshotEx_Task with MethodNotFound")
 	certFile := flag.String("tls-cert", "", "PEM certificate to serve (default: a fresh one)")
 	keyFile := flag.String("tls-key", "", "PEM key for -tls-cert")
 	var nfs multiFlag
@@ -308,6 +309,7 @@ func main() {
 		setToolsRunning()
 	}
 	simulator.CoordStrict = *strict
+	simulator.CoordNoSnapshotEx = *noEx
 	simulator.Trace = *trace
 	model.DelayConfig.Delay = *delay
 	model.DelayConfig.MethodDelay = delays
