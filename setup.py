@@ -43,7 +43,10 @@ setup(
             # the web UI extension's end-to-end tests (Debian's chromium, not a downloaded one)
             "aiohttp>=3.9",
             "playwright>=1.40",
+            # the benchmark's smoke test draws its plot too
+            "matplotlib>=3.7",
         ],
+        "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["vmware-coord=truenas_vmware_coord.cli.main:main"]},
 )

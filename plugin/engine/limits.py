@@ -9,6 +9,7 @@ host bounds the stun load on one ESXi host; 30 per datastore is SnapCenter's def
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import threading
@@ -27,18 +28,60 @@ class SlotTimeout(Exception):
     """No slot became free before the deadline."""
 
 
+class _FairSemaphore:
+    """A counting semaphore that serves waiters in arrival order.
+
+    ``threading.Semaphore`` lets a newcomer take a freed slot before a thread already
+    waiting: with 32 workers and 30 slots per datastore, two VMs starved until the end
+    of the removal phase, and their snapshots lived twice as long as the others
+    (bench/README.md: N=1,000 at 200 ms, max lifetime 18.2 s against a median of 9.4 s).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._cond = threading.Condition()
+        self._free = size
+        self._queue: collections.deque[object] = collections.deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._cond:
+            if self._free > 0 and not self._queue:
+                self._free -= 1
+                return True
+            me = object()
+            self._queue.append(me)
+            deadline = time.monotonic() + timeout
+            try:
+                while not (self._queue[0] is me and self._free > 0):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+                self._queue.popleft()
+                self._free -= 1
+                return True
+            finally:
+                if me in self._queue:
+                    self._queue.remove(me)
+                self._cond.notify_all()   # the next in line may go now
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
+
+
 class Slots:
     """Named counting semaphores, created on first use, acquired in one global order."""
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._lock = threading.Lock()
-        self._semaphores: dict[tuple[str, str], threading.BoundedSemaphore] = {}
+        self._semaphores: dict[tuple[str, str], _FairSemaphore] = {}
 
-    def _semaphore(self, kind: str, name: str) -> threading.BoundedSemaphore:
+    def _semaphore(self, kind: str, name: str) -> _FairSemaphore:
         size = {"host": self._limits.per_host, "datastore": self._limits.per_datastore}[kind]
         with self._lock:
-            return self._semaphores.setdefault((kind, name), threading.BoundedSemaphore(max(1, size)))
+            return self._semaphores.setdefault((kind, name), _FairSemaphore(max(1, size)))
 
     @contextlib.contextmanager
     def hold(self, host: str | None, datastores: Iterable[str], deadline: float) -> Iterator[None]:
@@ -47,7 +90,7 @@ class Slots:
         Always acquired in sorted order, so two VMs sharing datastores cannot deadlock.
         """
         keys = sorted({("datastore", d) for d in datastores} | ({("host", host)} if host else set()))
-        held: list[threading.BoundedSemaphore] = []
+        held: list[_FairSemaphore] = []
         try:
             for kind, name in keys:
                 sem = self._semaphore(kind, name)

@@ -39,6 +39,7 @@ class VsphereHypervisor:
         # Workers wait concurrently: without the lock each could create its own watcher
         # (a collector and a thread apiece), all but one leaked.
         self._watcher_lock = threading.Lock()
+        self._in_flight = 0   # snapshot start calls not answered yet (see _starting)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -124,26 +125,23 @@ class VsphereHypervisor:
 
     # --- waiting -------------------------------------------------------------------------
 
-    def _watcher_for(self) -> TaskWatcher:
-        with self._watcher_lock:
-            if self._watcher is None:
-                self._watcher = TaskWatcher(self.session)
-            return self._watcher
-
     @contextlib.contextmanager
     def _starting(self) -> Iterator[None]:
-        """Tell the watcher a snapshot task is being started, so it batches the wave's tasks."""
-        watcher = self._watcher_for()
-        watcher.starting()
+        """Count a snapshot start call in flight: the watcher batches the tasks of a wave."""
+        with self._watcher_lock:
+            self._in_flight += 1
         try:
             yield
-        except BaseException:
-            watcher.started()
-            raise
+        finally:
+            with self._watcher_lock:
+                self._in_flight -= 1
 
     def wait(self, handle: TaskHandle, timeout: float) -> TaskOutcome | None:
         """The task's outcome, or None when ``timeout`` passes first."""
-        watcher = self._watcher_for()
+        with self._watcher_lock:
+            if self._watcher is None:
+                self._watcher = TaskWatcher(self.session, in_flight=lambda: self._in_flight)
+            watcher = self._watcher
         future = watcher.watch(handle.ref)
         try:
             outcome = future.result(timeout=max(0.0, timeout))

@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pyVmomi import vim, vmodl
@@ -50,16 +51,17 @@ class TaskOutcome:
 class TaskWatcher:
     """Watches tasks of one session; ``watch(task)`` returns a Future of its TaskOutcome."""
 
-    def __init__(self, session: Any, max_wait_seconds: int = 1, gather_seconds: float = 0.02) -> None:
+    def __init__(self, session: Any, max_wait_seconds: int = 1, gather_seconds: float = 0.05,
+                 in_flight: Callable[[], int] = lambda: 0) -> None:
         self._content = session.content
         self._max_wait = max_wait_seconds
         self._gather_seconds = gather_seconds
-        self._starting = 0   # start calls in flight whose task is not watched yet
+        self._in_flight = in_flight   # start calls not answered yet: their tasks come soon
         self._lock = threading.Condition()
         self._new: list[Any] = []
         # Finished (or forgotten) tasks leave the view with the next ModifyListView, at no
-        # extra call: a view that only grows makes every WaitForUpdatesEx re-evaluate all
-        # tasks of the run (bench/README.md: 2.5x slower begin, 5x slower end at N=1,000).
+        # extra call: a view that only grows makes every WaitForUpdatesEx re-evaluate every
+        # task of the run (bench/README.md, N=1,000 at 200 ms: end phase 31.9 s -> 9.3 s).
         self._gone: list[Any] = []
         self._futures: dict[str, concurrent.futures.Future[TaskOutcome]] = {}
         self._closed = False
@@ -81,7 +83,6 @@ class TaskWatcher:
                 raise RuntimeError("the task watcher is closed")
             self._futures[task._moId] = future
             self._new.append(task)
-            self._starting = max(0, self._starting - 1)
             self._lock.notify()
         return future
 
@@ -111,17 +112,6 @@ class TaskWatcher:
                 if not future.done():
                     future.set_exception(exc)
 
-    def starting(self) -> None:
-        """A call that starts a task is about to be made; ``watch`` or ``started`` follows."""
-        with self._lock:
-            self._starting += 1
-
-    def started(self) -> None:
-        """The start call failed: no task will be watched for it."""
-        with self._lock:
-            self._starting = max(0, self._starting - 1)
-            self._lock.notify()
-
     def _gather(self) -> None:
         """Let tasks started together join one batch: one view change and one wait per wave.
 
@@ -130,7 +120,7 @@ class TaskWatcher:
         ~5 batches of two calls each, their answers being parsed one after another.
         """
         deadline = time.monotonic() + self._gather_seconds
-        while self._new and self._starting > 0 and not self._closed:
+        while self._new and self._in_flight() > 0 and not self._closed:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
