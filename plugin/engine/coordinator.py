@@ -475,14 +475,16 @@ class Coordinator:
         finally:
             for hv in sessions.values():
                 hv.close()
-        now = self.clock()
         for action, result in undone:
             outcome = by_vm.get((action.endpoint_id, action.vm_moref))
-            if outcome is None:
-                continue
-            outcome.undo = result
-            if action.kind is ActionKind.SNAPSHOT and action.done_at and result == "removed":
-                outcome.lifetime_s = now - action.done_at
+            if outcome is not None:
+                outcome.undo = result
+        # Each snapshot's own life, from the journal: created (done) until removed (closed).
+        for action in self.journal.actions(context.run_id):
+            outcome = by_vm.get((action.endpoint_id, action.vm_moref))
+            if (outcome is not None and action.kind is ActionKind.SNAPSHOT and action.done_at
+                    and action.closed_at and action.state is ActionState.CLOSED):
+                outcome.lifetime_s = action.closed_at - action.done_at
         for key, needed in consolidation.items():
             if key in by_vm:
                 by_vm[key].consolidation_needed = needed

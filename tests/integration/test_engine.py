@@ -269,3 +269,14 @@ def test_suspend_policy_resumes_the_vm(env):
     assert entry["achieved"] == "suspend" and entry["consistency"] == "powered_off"
     assert entry["undo"] == "powered_on"
     assert vm.runtime.powerState == "poweredOn"
+
+
+def test_lifetimes_are_each_snapshots_own(env):
+    quick = env.vm("short-lived")
+    slow = env.vm("long-lived")
+    inventory.set_extra_config(quick, {"vcsim.delay.RemoveSnapshot_Task": "0"})
+    inventory.set_extra_config(slow, {"vcsim.delay.RemoveSnapshot_Task": "1500"})
+    report = env.coordinator().run(env.dataset, env.take_snapshot("lifetimes"))
+    short, long_ = env.outcome(report, "short-lived"), env.outcome(report, "long-lived")
+    assert long_["lifetime_s"] >= 1.4
+    assert short["lifetime_s"] < long_["lifetime_s"] - 1.0
