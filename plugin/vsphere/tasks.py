@@ -65,6 +65,11 @@ class TaskWatcher:
         self._gone: list[Any] = []
         self._futures: dict[str, concurrent.futures.Future[TaskOutcome]] = {}
         self._closed = False
+        # A wait in progress blocks up to max_wait_seconds while the watched tasks run; a task
+        # started meanwhile would only join after it. One CancelWaitForUpdates per wait lets
+        # it join at once (vCenter's tasks run for seconds, the simulator's do not).
+        self._waiting = False
+        self._cancel_sent = False
         self._collector = self._content.propertyCollector.CreatePropertyCollector()
         self._view = self._content.viewManager.CreateListView(obj=[])
         self._collector.CreateFilter(PC.FilterSpec(
@@ -84,6 +89,13 @@ class TaskWatcher:
             self._futures[task._moId] = future
             self._new.append(task)
             self._lock.notify()
+            interrupt = self._waiting and not self._cancel_sent
+            self._cancel_sent = self._cancel_sent or interrupt
+        if interrupt:
+            try:
+                self._collector.CancelWaitForUpdates()
+            except Exception as exc:  # noqa: BLE001 - the wait ended anyway, or will time out
+                log.debug("cancelling a wait: %s", fault_message(exc))
         return future
 
     def _run(self) -> None:
@@ -127,8 +139,16 @@ class TaskWatcher:
             self._lock.wait(left)
 
     def _wait_once(self) -> None:
-        update = self._collector.WaitForUpdatesEx(
-            self._version, PC.WaitOptions(maxWaitSeconds=self._max_wait))
+        with self._lock:
+            self._waiting, self._cancel_sent = True, False
+        try:
+            update = self._collector.WaitForUpdatesEx(
+                self._version, PC.WaitOptions(maxWaitSeconds=self._max_wait))
+        except vmodl.fault.RequestCanceled:
+            update = None   # cancelled by watch(): new tasks are waiting to join
+        finally:
+            with self._lock:
+                self._waiting = False
         if update is None:
             return
         self._version = update.version

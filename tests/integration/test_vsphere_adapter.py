@@ -38,6 +38,7 @@ from truenas_vmware_coord.vsphere.errors import (
 from truenas_vmware_coord.vsphere.hypervisor import VsphereHypervisor
 from truenas_vmware_coord.vsphere.inventory import read_inventory
 from truenas_vmware_coord.vsphere.session import EndpointSettings, Session, negotiate_version, open_session
+from truenas_vmware_coord.vsphere.tasks import TaskWatcher
 from truenas_vmware_coord.vsphere.tls import VerifyMode, context_for
 
 from tools.rig import inventory as rig
@@ -520,3 +521,27 @@ def test_a_task_past_its_deadline_returns_none_and_is_cancelled(
         remove_snapshots([other])
     finally:
         rig.set_extra_config(vm, {"vcsim.async.CreateSnapshot_Task": ""})
+
+
+def test_a_task_started_during_a_long_wait_joins_at_once(
+        si: vim.ServiceInstance, hypervisor: VsphereHypervisor) -> None:
+    # vCenter's tasks run for seconds: the watcher is then inside a long WaitForUpdatesEx
+    # when the next task starts, which must not wait for that call to end.
+    running, quick = rig.vms(si)[4], rig.vms(si)[5]
+    rig.set_extra_config(running, {"vcsim.async.CreateSnapshot_Task": "4000"})
+    rig.set_extra_config(quick, {"vcsim.async.CreateSnapshot_Task": "100"})
+    watcher = TaskWatcher(hypervisor.session, max_wait_seconds=10)
+    try:
+        slow = hypervisor.start_snapshot(snapshot_request(running, "slow"))
+        slow_outcome = watcher.watch(slow.ref)
+        time.sleep(0.5)   # the watcher is now inside a wait of up to 10 s
+        started = time.monotonic()
+        outcome = watcher.watch(hypervisor.start_snapshot(snapshot_request(quick, "quick")).ref).result(15)
+        assert outcome.ok
+        assert time.monotonic() - started < 1.0, "the new task waited for the old wait to end"
+        assert slow_outcome.result(15).ok
+        remove_snapshots([quick, running])
+    finally:
+        watcher.close()
+        for vm in (running, quick):
+            rig.set_extra_config(vm, {"vcsim.async.CreateSnapshot_Task": ""})
