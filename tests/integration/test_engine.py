@@ -201,13 +201,14 @@ def test_no_secret_in_journal_manifest_context_or_logs(start_vcsim, zfs_pool, tm
         assert secret.encode() not in path.read_bytes()
 
 
-def test_power_off_policy_powers_the_vm_back_on(env):
-    vm = env.vm("db")
-    rule = policies({"name": "databases", "priority": 1, "ladder": ["power_off", "crash"],
-                     "match": {"name_glob": "*-db"}})
-    report = env.coordinator(rule).run(env.dataset, env.take_snapshot("power"))
-    entry = env.outcome(report, "db")
-    assert entry["achieved"] == "power_off" and entry["consistency"] == Consistency.POWERED_OFF.value
+@pytest.mark.parametrize("strategy", ["power_off", "suspend"])
+def test_power_policies_bring_the_vm_back(env, strategy):
+    vm = env.vm(f"{strategy}-vm")
+    rule = policies({"name": strategy, "priority": 1, "ladder": [strategy, "crash"],
+                     "match": {"name_glob": f"*-{strategy}-vm"}})
+    report = env.coordinator(rule).run(env.dataset, env.take_snapshot(strategy))
+    entry = env.outcome(report, f"{strategy}-vm")
+    assert entry["achieved"] == strategy and entry["consistency"] == Consistency.POWERED_OFF.value
     assert entry["undo"] == "powered_on"
     assert vm.runtime.powerState == "poweredOn"
 
@@ -258,17 +259,6 @@ def test_without_create_snapshot_ex_the_fallback_is_learnt_once_per_endpoint(sta
     calls = old_sim.stats()
     assert all(v["consistency"] == "quiesced" for v in report["vms"])
     assert calls["CreateSnapshotEx_Task"] == 1 and calls["CreateSnapshot_Task"] == 5
-
-
-def test_suspend_policy_resumes_the_vm(env):
-    vm = env.vm("batch")
-    rule = policies({"name": "batch", "priority": 1, "ladder": ["suspend", "crash"],
-                     "match": {"name_glob": "*-batch"}})
-    report = env.coordinator(rule).run(env.dataset, env.take_snapshot("suspend"))
-    entry = env.outcome(report, "batch")
-    assert entry["achieved"] == "suspend" and entry["consistency"] == "powered_off"
-    assert entry["undo"] == "powered_on"
-    assert vm.runtime.powerState == "poweredOn"
 
 
 def test_lifetimes_are_each_snapshots_own(env):
