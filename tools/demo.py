@@ -5,8 +5,9 @@ one with a PCI passthrough GPU (strict mode: VMware refuses to snapshot it while
 one whose .vmx lives on another datastore but with a disk on the mapped one, a powered-off
 VM, a VM without Tools, a database VM that policy powers off, a scratch VM that policy
 excludes — on an NFS datastore that is a zfs-fuse dataset. Then it runs the real
-``vmware-coord`` command: ``plan``, ``snapshot``, ``report``; shows the ZFS snapshot with
-its properties; proves that no VMware snapshot is left; and cleans up.
+``vmware-coord`` command: ``policy create``, ``plan``, ``snapshot`` (which prints the per-VM
+report); shows the ZFS snapshot with its properties; proves that no VMware snapshot is
+left; and cleans up.
 """
 
 from __future__ import annotations
