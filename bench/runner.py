@@ -18,11 +18,9 @@ inventory are counted from the simulator's ``/_stats`` at those two moments.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import resource
-import ssl
 import statistics
 import sys
 import time
@@ -40,25 +38,11 @@ from truenas_vmware_coord.vsphere.hypervisor import VsphereConnector
 from truenas_vmware_coord.zfs import snapshot as zfs_snapshot
 from truenas_vmware_coord.zfs.shell import LocalShell
 
+from tools.rig.vcsim import StatsClient
+
 from .baseline import StockRow, StockVmware
 
 PASSWORD_ENV = "BENCH_VCENTER_PASSWORD"
-
-
-class StatsReader:
-    """The simulator's per-method call counts over one kept-alive HTTPS connection.
-
-    Cheap enough (well under a millisecond) to read inside the begin phase.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        ctx = ssl.create_default_context(cadata=ssl.get_server_certificate((host, port)))
-        ctx.check_hostname = False
-        self._conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=10)
-
-    def __call__(self) -> dict[str, int]:
-        self._conn.request("GET", "/_stats")
-        return json.loads(self._conn.getresponse().read())
 
 
 def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
@@ -130,7 +114,7 @@ def run_engine(spec: dict[str, Any]) -> dict[str, Any]:
     cfg = load_config(_engine_config(spec, workdir))
     shell = LocalShell()
     connector = MeteredConnector(VsphereConnector(cfg.endpoints, cfg.password_for),
-                                 StatsReader(spec["host"], spec["port"]))
+                                 StatsClient(spec["host"], spec["port"], spec["sha256"]))
     journal = Journal(cfg.journal_path)
     coordinator = Coordinator(connector=connector, journal=journal, mappings=cfg.mappings,
                               storage=lambda: cfg.storage_facts(shell),
@@ -162,7 +146,8 @@ def run_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     shell = LocalShell()
     stock = StockVmware()
     row = StockRow(hostname=spec["host"], port=spec["port"], username=spec["username"],
-                   password=spec["password"], datastore=spec["datastore"], filesystem=spec["dataset"])
+                   password=spec["password"], datastore=spec["datastore"], filesystem=spec["dataset"],
+                   sha256=spec["sha256"])
     cpu0, started = _cpu(), time.monotonic()
     context = stock.snapshot_proceed(spec["dataset"], [row])
     zfs_start = time.monotonic()

@@ -9,7 +9,6 @@ would accept, so the product reads the result the way it reads a real inventory.
 from __future__ import annotations
 
 import contextlib
-import ssl
 import time
 from collections.abc import Iterable
 
@@ -19,15 +18,9 @@ from pyVmomi import vim
 from .vcsim import Simulator
 
 
-def ssl_context_for(sim: Simulator) -> ssl.SSLContext:
-    """A verifying context that trusts exactly the simulator's own certificate."""
-    pem = ssl.get_server_certificate((sim.host, sim.port))
-    return ssl.create_default_context(cadata=pem)
-
-
 def connect_to(sim: Simulator) -> vim.ServiceInstance:
     return connect.Connect(host=sim.host, port=sim.port, user=sim.username, pwd=sim.password,
-                           sslContext=ssl_context_for(sim), version="vim.version.version11",
+                           sslContext=sim.ssl_context(), version="vim.version.version11",
                            httpConnectionTimeout=30)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -23,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 GOPATH = Path("/usr/share/gocode")
@@ -225,6 +225,7 @@ class Simulator:
     process: subprocess.Popen
     username: str = "user"
     password: str = "pass"
+    _stats: StatsClient | None = dataclasses.field(default=None, repr=False)
 
     @property
     def host(self) -> str:
@@ -234,12 +235,14 @@ class Simulator:
     def port(self) -> int:
         return int(self.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
+    def ssl_context(self) -> ssl.SSLContext:
+        return pinned_context(self.host, self.port, self.sha256)
+
     def stats(self, reset: bool = False) -> dict[str, int]:
         """Per-method SOAP call counts since the last reset."""
-        ctx = ssl.create_default_context(cadata=ssl.get_server_certificate((self.host, self.port)))
-        url = self.url.rsplit("/sdk", 1)[0] + "/_stats" + ("?reset=1" if reset else "")
-        with urllib.request.urlopen(url, context=ctx, timeout=10) as resp:  # noqa: S310 - https URL
-            return json.loads(resp.read())
+        if self._stats is None:
+            self._stats = StatsClient(self.host, self.port, self.sha256)
+        return self._stats.read(reset)
 
     def stop(self, timeout: float = 20) -> None:
         if self.process.poll() is None:
@@ -251,6 +254,36 @@ class Simulator:
                 self.process.wait()
         if self.process.stdout:
             self.process.stdout.close()
+
+
+def pinned_context(host: str, port: int, sha256: str) -> ssl.SSLContext:
+    """Trust exactly the certificate the launcher announced, the way the product pins one."""
+    from truenas_vmware_coord.vsphere.tls import VerifyMode, context_for
+
+    return context_for(f"vcsim {host}:{port}", host, port, VerifyMode.PINNED, sha256, timeout=10)
+
+
+class StatsClient:
+    """The launcher's /_stats over one kept-alive, pinned HTTPS connection (cheap enough to
+    read inside a timed phase)."""
+
+    def __init__(self, host: str, port: int, sha256: str) -> None:
+        self._conn = http.client.HTTPSConnection(host, port, context=pinned_context(host, port, sha256),
+                                                 timeout=10)
+
+    def read(self, reset: bool = False) -> dict[str, int]:
+        for attempt in range(2):
+            try:
+                self._conn.request("GET", "/_stats?reset=1" if reset else "/_stats")
+                return json.loads(self._conn.getresponse().read())
+            except (ConnectionError, http.client.HTTPException):
+                self._conn.close()   # the next request reconnects
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def __call__(self) -> dict[str, int]:
+        return self.read()
 
 
 _READY = re.compile(r"^vcsim ready url=(\S+) pid=(\d+) sha256=(\S+)$")
