@@ -130,9 +130,8 @@ class Cli:
             snapshot = f"{dataset}@{snapnames[0]}" if snapnames else None
             if snapshot:
                 # sanoid and zrepl take the snapshot themselves: label it afterwards.
-                props = (row.get("context") or {}).get("properties", {})
-                for key, value in props.items():
-                    self.shell.run(["zfs", "set", f"{key}={value}", snapshot])
+                zfs_snapshot.set_properties(self.shell, snapshot,
+                                            (row.get("context") or {}).get("properties", {}))
             report = coordinator.end(row["run_id"], snapshot)
             reports.append(report)
             if not report["vmsynced"] and status == EXIT_OK:

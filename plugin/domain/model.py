@@ -194,9 +194,6 @@ class Blocker:
     kind: BlockerKind
     detail: str
 
-    def describe(self) -> str:
-        return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value
-
 
 @dataclass(frozen=True)
 class Endpoint:

@@ -444,6 +444,8 @@ class Coordinator:
                 o.quiesced = snap.quiesced if snap else None
                 if o.quiesced is True:
                     continue
+                if o.quiesced is False and o.attempts:
+                    o.attempts[-1].result = "ignored"   # VMware took it, without quiescing
                 o.consistency = Consistency.CRASH
                 o.reasons.append(
                     "crash-consistent: VMware ignored the quiesce request (VMware Tools not "

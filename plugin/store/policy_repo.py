@@ -131,19 +131,17 @@ class SqlitePolicyRepository:
         return [_from_row(row) for row in rows]
 
     def get(self, policy_id: int) -> Policy:
-        row = self._conn.execute(
-            "SELECT id, document FROM vmware_coord_policy WHERE id = ?", (_as_id(policy_id),)
-        ).fetchone()
-        if row is None:
-            raise NotFound("policy", policy_id)
-        return _from_row(row)
+        return self._one("id", _as_id(policy_id), policy_id)
 
     def get_by_name(self, name: str) -> Policy:
-        row = self._conn.execute(
-            "SELECT id, document FROM vmware_coord_policy WHERE name = ?", (str(name),)
-        ).fetchone()
+        return self._one("name", str(name), name)
+
+    def _one(self, column: str, value: Any, asked: Any) -> Policy:
+        query = {"id": "SELECT id, document FROM vmware_coord_policy WHERE id = ?",
+                 "name": "SELECT id, document FROM vmware_coord_policy WHERE name = ?"}[column]
+        row = self._conn.execute(query, (value,)).fetchone()
         if row is None:
-            raise NotFound("policy", name)
+            raise NotFound("policy", asked)
         return _from_row(row)
 
     # -- writes --

@@ -27,6 +27,12 @@ def create_snapshot(shell: Shell, dataset: str, name: str, recursive: bool = Fal
     return full
 
 
+def set_properties(shell: Shell, name: str, properties: dict[str, str]) -> None:
+    """Label an existing snapshot (one ``zfs set`` each: zfs-fuse takes one at a time)."""
+    for key, value in sorted(properties.items()):
+        shell.run(["zfs", "set", f"{key}={value}", name])
+
+
 def get_properties(shell: Shell, name: str, properties: list[str]) -> dict[str, str]:
     out = shell.run(["zfs", "get", "-H", "-p", "-o", "property,value", ",".join(properties), name])
     values = {}

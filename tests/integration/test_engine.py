@@ -127,6 +127,7 @@ def test_a_silently_ignored_quiesce_is_read_back_as_crash(env):
     report = env.coordinator(connector=connector).run(env.dataset, env.take_snapshot("ignored"))
     entry = env.outcome(report, "flaky")
     assert entry["achieved"] == "quiesce" and entry["quiesced"] is False
+    assert [a["result"] for a in entry["attempts"]] == ["ignored"]
     assert entry["consistency"] == "crash"
     assert any("ignored the quiesce" in r for r in entry["reasons"])
     assert report["vmsynced"] is False
