@@ -684,9 +684,8 @@ class Coordinator:
                 errors[endpoint_id] = fault_message(exc)
                 continue
             try:
-                inventory = hv.inventory()
-                for vm in inventory.vms:
-                    for snap in vm.snapshots:
+                for moref, (name, snapshots) in hv.all_snapshots().items():
+                    for snap in snapshots:
                         run_id = run_id_of(snap.name)
                         if run_id is None or run_id in live_runs:
                             continue
@@ -696,9 +695,9 @@ class Coordinator:
                         result = self._call_and_wait(hv, lambda s=snap, hv=hv: hv.start_remove(s.moref),
                                                      time.monotonic() + self.config.end_deadline_s)
                         if result.state == "ok" or result.fault_type == "ManagedObjectNotFound":
-                            swept.append(f"{vm.name}: {snap.name}")
+                            swept.append(f"{name}: {snap.name}")
                         else:
-                            errors[f"{endpoint_id}/{vm.moref}"] = result.message or "removal failed"
+                            errors[f"{endpoint_id}/{moref}"] = result.message or "removal failed"
             except Exception as exc:  # noqa: BLE001 - try again next interval
                 errors[endpoint_id] = fault_message(exc)
             finally:

@@ -46,24 +46,38 @@ class VsphereHypervisor:
     def inventory(self) -> Inventory:
         return inventory_reader.read_inventory(self.session)
 
+    def _vm_properties(self, object_set: list[Any], paths: list[str]) -> dict[str, dict[str, Any]]:
+        """Narrow VM properties in one retrieval: moref -> {path: value}."""
+        spec = PC.FilterSpec(objectSet=object_set,
+                             propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=paths)])
+        collector = self.session.content.propertyCollector
+        return {oc.obj._moId: {p.name: p.val for p in oc.propSet or ()}
+                for oc in inventory_reader.retrieve_all(collector, spec)}
+
     def vm_states(self, morefs: Iterable[str]) -> dict[str, VmState]:
         """Snapshots, power state and consolidation need of many VMs in one retrieval."""
         refs = [self._vm(m) for m in dict.fromkeys(morefs)]
         if not refs:
             return {}
-        spec = PC.FilterSpec(
-            objectSet=[PC.ObjectSpec(obj=r, skip=False) for r in refs],
-            propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=[
-                "snapshot", "runtime.powerState", "runtime.consolidationNeeded"])])
-        states: dict[str, VmState] = {}
-        collector = self.session.content.propertyCollector
-        for oc in inventory_reader.retrieve_all(collector, spec):
-            props = {p.name: p.val for p in oc.propSet or ()}
-            states[oc.obj._moId] = VmState(
-                snapshots=inventory_reader._snapshots(props.get("snapshot")),
-                power_state=PowerState(str(props.get("runtime.powerState") or "poweredOff")),
-                consolidation_needed=bool(props.get("runtime.consolidationNeeded")))
-        return states
+        found = self._vm_properties([PC.ObjectSpec(obj=r, skip=False) for r in refs],
+                                    ["snapshot", "runtime.powerState", "runtime.consolidationNeeded"])
+        return {moref: VmState(
+            snapshots=inventory_reader.snapshot_facts(props.get("snapshot")),
+            power_state=PowerState(str(props.get("runtime.powerState") or "poweredOff")),
+            consolidation_needed=bool(props.get("runtime.consolidationNeeded")))
+            for moref, props in found.items()}
+
+    def all_snapshots(self) -> dict[str, tuple[str, tuple[SnapshotFacts, ...]]]:
+        """Every VM's name and snapshots (what reconcile's sweep needs, and no more: not the
+        devices and files a full inventory parses)."""
+        content = self.session.content
+        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
+        try:
+            found = self._vm_properties([inventory_reader.view_object_spec(view)], ["name", "snapshot"])
+        finally:
+            view.DestroyView()
+        return {moref: (props.get("name", moref), inventory_reader.snapshot_facts(props.get("snapshot")))
+                for moref, props in found.items()}
 
     # --- acting --------------------------------------------------------------------------
 

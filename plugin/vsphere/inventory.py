@@ -45,11 +45,14 @@ FOLDER_PATHS = ("name", "parent")
 DEFAULT_PAGE_SIZE = 1000
 
 
+def view_object_spec(view: vim.view.ContainerView) -> PC.ObjectSpec:
+    """Every object of a container view (the view itself skipped)."""
+    return PC.ObjectSpec(obj=view, skip=True, selectSet=[
+        PC.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)])
+
+
 def _filter_spec(view: vim.view.ContainerView, fields_manager: Any) -> PC.FilterSpec:
-    object_set = [PC.ObjectSpec(
-        obj=view, skip=True,
-        selectSet=[PC.TraversalSpec(name="view", path="view", skip=False,
-                                    type=vim.view.ContainerView)])]
+    object_set = [view_object_spec(view)]
     prop_set = [
         PC.PropertySpec(type=vim.VirtualMachine, pathSet=list(VM_PATHS)),
         PC.PropertySpec(type=vim.Datastore, pathSet=list(DATASTORE_PATHS)),
@@ -133,7 +136,7 @@ def _device_facts(dev: Any) -> DeviceFacts | None:
     return None
 
 
-def _snapshots(info: Any) -> tuple[SnapshotFacts, ...]:
+def snapshot_facts(info: Any) -> tuple[SnapshotFacts, ...]:
     out: list[SnapshotFacts] = []
 
     def walk(trees: Iterable[Any], depth: int) -> None:
@@ -177,7 +180,7 @@ def vm_facts(endpoint_id: str, vcenter_uuid: str | None, moref: str, props: dict
         datastores=tuple(_ref(d) or "" for d in props.get("datastore") or ()),
         disks=tuple(_disk_facts(d) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)),
         devices=tuple(f for f in (_device_facts(d) for d in devices) if f is not None),
-        snapshots=_snapshots(props.get("snapshot")),
+        snapshots=snapshot_facts(props.get("snapshot")),
         custom_attributes=tuple(custom))
 
 

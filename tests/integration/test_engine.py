@@ -12,6 +12,7 @@ from engine_env import NAS, EngineEnv, endpoint_settings, policies
 from jsonschema import Draft202012Validator
 from truenas_vmware_coord import schemas
 from truenas_vmware_coord.domain.model import Consistency
+from truenas_vmware_coord.domain.selection import SNAPSHOT_NAME_PREFIX
 from truenas_vmware_coord.engine.coordinator import EngineConfig
 from truenas_vmware_coord.engine.journal import ActionState, Journal
 from truenas_vmware_coord.engine.limits import Limits
@@ -271,3 +272,21 @@ def test_lifetimes_are_each_snapshots_own(env):
     short, long_ = env.outcome(report, "short-lived"), env.outcome(report, "long-lived")
     assert long_["lifetime_s"] >= 1.4
     assert short["lifetime_s"] < long_["lifetime_s"] - 1.0
+
+
+def test_reconcile_sweeps_marked_leftovers_and_nothing_else(env):
+    vm = env.vm("orphan")
+    inventory.wait(vm.CreateSnapshot_Task(name=f"{SNAPSHOT_NAME_PREFIX}lost-journal",
+                                          memory=False, quiesce=False))
+    inventory.wait(vm.CreateSnapshot_Task(name="nightly (the admin's own)", memory=False, quiesce=False))
+    young = env.coordinator().reconcile(sweep=True)
+    assert young["swept"] == []   # an unknown run's snapshot younger than the age limit stays
+    assert len(env.product_snapshots()) == 1
+
+    env.sim.stats(reset=True)
+    result = env.coordinator(config=EngineConfig(marker_max_age_s=0)).reconcile(sweep=True)
+    calls = env.sim.stats()
+    assert result["swept"] == [f"{env.datastore}-orphan: {SNAPSHOT_NAME_PREFIX}lost-journal"]
+    assert env.product_snapshots() == []
+    assert inventory.snapshot_names(vm) == ["nightly (the admin's own)"]
+    assert calls["RemoveSnapshot_Task"] == 1 and calls["RetrievePropertiesEx"] == 1
