@@ -60,7 +60,7 @@ class VmOutcome:
     snapshot_moref: str | None = None
     create_latency_s: float | None = None
     lifetime_s: float | None = None
-    undo: str | None = None          # removed | remove_failed | powered_on | power_on_failed
+    undo: str | None = None          # removed | remove_failed | powered_on | still_running | power_on_failed
     consolidation_needed: bool | None = None
 
     @property

@@ -612,11 +612,12 @@ class Coordinator:
         else:
             state = hv.vm_states([action.vm_moref]).get(action.vm_moref)
             if state is not None and state.power_state is PowerState.ON:
-                result, gone = _CallResult("ok"), True
+                # A shutdown that never happened (refused, or still pending and given up).
+                result, gone, word = _CallResult("ok"), True, "still_running"
             else:
                 result = self._call_and_wait(hv, lambda: hv.start_power_on(action.vm_moref), deadline)
                 gone = result.state == "ok"
-            word = "powered_on" if gone else "power_on_failed"
+                word = "powered_on" if gone else "power_on_failed"
         if gone:
             self.journal.update(action.id, ActionState.CLOSED, self.clock())
         else:
