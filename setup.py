@@ -8,8 +8,10 @@ from setuptools import setup
 
 PACKAGES = [
     "truenas_vmware_coord",
+    "truenas_vmware_coord.app",
     "truenas_vmware_coord.cli",
     "truenas_vmware_coord.domain",
+    "truenas_vmware_coord.domain.strategies",
     "truenas_vmware_coord.engine",
     "truenas_vmware_coord.middleware",
     "truenas_vmware_coord.schemas",
@@ -31,6 +33,8 @@ setup(
     install_requires=[
         "pyvmomi>=8.0.1",
         "jsonschema>=4.18",
+        # policies' regular expressions: matched in linear time, so no pattern can hang a run
+        "google-re2>=1.1",
     ],
     extras_require={
         "test": [

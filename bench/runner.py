@@ -31,8 +31,9 @@ from typing import Any
 
 from truenas_vmware_coord.cli.config import load_config
 from truenas_vmware_coord.domain.model import Inventory
+from truenas_vmware_coord.domain.strategies.base import ActionKind
 from truenas_vmware_coord.engine.coordinator import Coordinator
-from truenas_vmware_coord.engine.journal import ActionKind, Journal
+from truenas_vmware_coord.engine.journal import Journal
 from truenas_vmware_coord.engine.ports import Connector, Hypervisor
 from truenas_vmware_coord.vsphere.hypervisor import VsphereConnector
 from truenas_vmware_coord.zfs import snapshot as zfs_snapshot

@@ -22,6 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..app import history
+from ..app.ending import end_and_label
+from ..app.snapshot import coordinated_snapshot, default_name
 from ..domain.errors import InvalidInput
 from ..engine.coordinator import Coordinator
 from ..engine.journal import Journal
@@ -83,8 +86,7 @@ class Cli:
 
     def snapshot(self) -> int:
         coordinator = self.coordinator()
-        coordinator.reconcile(sweep=False)   # finish what an earlier crash left first
-        name = self.args.name or time.strftime("vmware-coord-%Y%m%d-%H%M%S")
+        name = self.args.name or default_name()
         failure: list[str] = []
 
         def take(properties: dict[str, str]) -> str:
@@ -95,7 +97,8 @@ class Cli:
                 failure.append(str(exc))
                 return ""
 
-        report = coordinator.run(self.args.dataset, take, self.args.recursive, self.args.exclude)
+        report = coordinated_snapshot(coordinator, self.args.dataset, take, self.args.recursive,
+                                      self.args.exclude)
         self.out(report, render.report_table)
         if failure:
             print(f"error: the ZFS snapshot failed: {failure[0]}", file=sys.stderr)
@@ -122,17 +125,15 @@ class Cli:
         status = EXIT_OK
         reports = []
         for dataset in datasets:
-            row = coordinator.journal.latest_open_run(dataset)
-            if row is None:
+            record = coordinator.journal.latest_open_run(dataset)
+            if record is None:
                 print(f"error: no begun run for {dataset}: was the pre hook run?", file=sys.stderr)
                 status = EXIT_OTHER
                 continue
             snapshot = f"{dataset}@{snapnames[0]}" if snapnames else None
-            if snapshot:
-                # sanoid and zrepl take the snapshot themselves: label it afterwards.
-                zfs_snapshot.set_properties(self.shell, snapshot,
-                                            (row.get("context") or {}).get("properties", {}))
-            report = coordinator.end(row["run_id"], snapshot)
+            # sanoid and zrepl take the snapshot themselves: label it afterwards.
+            report = end_and_label(coordinator, record.run_id, snapshot,
+                                   lambda name, props: zfs_snapshot.set_properties(self.shell, name, props))
             reports.append(report)
             if not report["vmsynced"] and status == EXIT_OK:
                 status = EXIT_DEGRADED
@@ -149,20 +150,16 @@ class Cli:
         return EXIT_OK if not result["still_open"] and not result["endpoint_errors"] else EXIT_OTHER
 
     def report(self) -> int:
-        journal = Journal(self.config.journal_path)
         key = self.args.run
-        row = journal.run_for_snapshot(key) if "@" in key else journal.run(key)
-        if row is None:
+        record = history.find_run(Journal(self.config.journal_path), key)
+        if record is None:
             print(f"error: no run {key!r} in {self.config.journal_path}", file=sys.stderr)
             return EXIT_OTHER
-        document = row["manifest"] or row["context"] or {}
-        self.out(document, render.report_table)
+        self.out(record.document, render.report_table)
         return EXIT_OK
 
     def runs(self) -> int:
-        rows = Journal(self.config.journal_path).runs(self.args.limit)
-        docs = [{k: r[k] for k in ("run_id", "dataset", "snapshot", "state", "started_at", "ended_at")}
-                | {"vmsynced": ((r["manifest"] or r["context"] or {}).get("vmsynced"))} for r in rows]
+        docs = history.runs(Journal(self.config.journal_path), self.args.limit)
         self.out(docs, lambda ds: render.table(
             ["run", "dataset", "snapshot", "state", "started", "vmsynced"],
             [[d["run_id"], d["dataset"], d["snapshot"] or "-", d["state"],

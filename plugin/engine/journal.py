@@ -21,11 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-
-class ActionKind(enum.StrEnum):
-    SNAPSHOT = "snapshot"
-    POWER_OFF = "power_off"
-    SUSPEND = "suspend"
+from ..domain.model import Strategy
+from ..domain.strategies import UNDO_BY_KIND
+from ..domain.strategies.base import ActionKind
 
 
 class ActionState(enum.StrEnum):
@@ -41,13 +39,16 @@ class ActionState(enum.StrEnum):
 
 
 @dataclasses.dataclass(frozen=True)
-class Action:
+class ActionRecord:
+    """One journaled operation on one VM, and how far it got."""
+
     id: int
     run_id: str
     endpoint_id: str
     vm_moref: str
     vm_name: str
     kind: ActionKind
+    strategy: Strategy           # whose undo applies
     state: ActionState
     snapshot_name: str | None
     snapshot_moref: str | None
@@ -55,6 +56,31 @@ class Action:
     created_at: float
     done_at: float | None
     closed_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRecord:
+    """One run: its scope, its state and its documents (the begin context, the manifest)."""
+
+    run_id: str
+    dataset: str
+    recursive: bool
+    snapshot: str | None
+    state: str                   # begun | ended
+    owner_pid: int | None        # the process that will end it; None: a detached hook run
+    started_at: float
+    ended_at: float | None
+    context: dict[str, Any] | None
+    manifest: dict[str, Any] | None
+
+    @property
+    def ended(self) -> bool:
+        return self.state == "ended"
+
+    @property
+    def document(self) -> dict[str, Any]:
+        """What is known of the run: the final manifest, else what begin recorded."""
+        return self.manifest or self.context or {}
 
 
 _SCHEMA = """
@@ -77,6 +103,7 @@ CREATE TABLE IF NOT EXISTS actions (
     vm_moref TEXT NOT NULL,
     vm_name TEXT NOT NULL,
     kind TEXT NOT NULL,
+    strategy TEXT,                  -- NULL in journals older than the column: see UNDO_BY_KIND
     state TEXT NOT NULL,
     snapshot_name TEXT,
     snapshot_moref TEXT,
@@ -104,6 +131,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(actions)")}
+        if "strategy" not in columns:
+            self._db.execute("ALTER TABLE actions ADD COLUMN strategy TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -162,56 +192,50 @@ class Journal:
             db.execute("UPDATE runs SET state = 'ended', ended_at = ?, manifest = ? WHERE run_id = ?",
                        (now, json.dumps(manifest, sort_keys=True), run_id))
 
-    def run(self, run_id: str) -> dict[str, Any] | None:
+    def run(self, run_id: str) -> RunRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return self._run_dict(row)
+        return self._run_record(row)
 
-    def run_for_snapshot(self, snapshot: str) -> dict[str, Any] | None:
+    def run_for_snapshot(self, snapshot: str) -> RunRecord | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM runs WHERE snapshot = ? ORDER BY started_at DESC",
                                    (snapshot,)).fetchone()
-        return self._run_dict(row)
+        return self._run_record(row)
 
-    def latest_open_run(self, dataset: str) -> dict[str, Any] | None:
+    def latest_open_run(self, dataset: str) -> RunRecord | None:
         """The newest run of ``dataset`` that began and has not ended (pre/post hooks)."""
         with self._lock:
             row = self._db.execute(
                 "SELECT * FROM runs WHERE dataset = ? AND state = 'begun' ORDER BY started_at DESC",
                 (dataset,)).fetchone()
-        return self._run_dict(row)
+        return self._run_record(row)
 
-    def runs(self, limit: int = 50) -> list[dict[str, Any]]:
+    def runs(self, limit: int = 50) -> list[RunRecord]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?",
                                     (limit,)).fetchall()
-        return [d for d in (self._run_dict(r) for r in rows) if d is not None]
+        return [_run(r) for r in rows]
 
-    def begun_runs(self) -> list[dict[str, Any]]:
+    def begun_runs(self) -> list[RunRecord]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM runs WHERE state = 'begun'").fetchall()
-        return [d for d in (self._run_dict(r) for r in rows) if d is not None]
+        return [_run(r) for r in rows]
 
     @staticmethod
-    def _run_dict(row: sqlite3.Row | None) -> dict[str, Any] | None:
-        if row is None:
-            return None
-        out = dict(row)
-        out["recursive"] = bool(out["recursive"])
-        for key in ("context", "manifest"):
-            out[key] = json.loads(out[key]) if out[key] else None
-        return out
+    def _run_record(row: sqlite3.Row | None) -> RunRecord | None:
+        return None if row is None else _run(row)
 
     # --- actions -------------------------------------------------------------------------
 
     def intent(self, run_id: str, endpoint_id: str, vm_moref: str, vm_name: str,
-               kind: ActionKind, now: float, snapshot_name: str | None = None) -> int:
+               kind: ActionKind, strategy: Strategy, now: float, snapshot_name: str | None = None) -> int:
         """Durably record what is about to be done; returns the action id."""
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO actions(run_id, endpoint_id, vm_moref, vm_name, kind, state, "
-                "snapshot_name, created_at) VALUES (?, ?, ?, ?, ?, 'intent', ?, ?)",
-                (run_id, endpoint_id, vm_moref, vm_name, kind.value, snapshot_name, now))
+                "INSERT INTO actions(run_id, endpoint_id, vm_moref, vm_name, kind, strategy, state, "
+                "snapshot_name, created_at) VALUES (?, ?, ?, ?, ?, ?, 'intent', ?, ?)",
+                (run_id, endpoint_id, vm_moref, vm_name, kind.value, strategy.value, snapshot_name, now))
             return int(cur.lastrowid or 0)
 
     def update(self, action_id: int, state: ActionState, now: float, *,
@@ -225,7 +249,7 @@ class Journal:
                 "closed_at = COALESCE(?, closed_at) WHERE id = ?",
                 (state.value, error, snapshot_moref, done_at, closed_at, action_id))
 
-    def actions(self, run_id: str | None = None, open_only: bool = False) -> list[Action]:
+    def actions(self, run_id: str | None = None, open_only: bool = False) -> list[ActionRecord]:
         query, args = "SELECT * FROM actions WHERE 1=1", []
         if run_id is not None:
             query += " AND run_id = ?"
@@ -234,9 +258,22 @@ class Journal:
             query += " AND state IN ('intent', 'done', 'undo_failed')"
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [Action(id=r["id"], run_id=r["run_id"], endpoint_id=r["endpoint_id"],
-                       vm_moref=r["vm_moref"], vm_name=r["vm_name"], kind=ActionKind(r["kind"]),
-                       state=ActionState(r["state"]), snapshot_name=r["snapshot_name"],
-                       snapshot_moref=r["snapshot_moref"], error=r["error"],
-                       created_at=r["created_at"], done_at=r["done_at"], closed_at=r["closed_at"])
-                for r in rows]
+        return [_action(r) for r in rows]
+
+
+def _run(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(run_id=row["run_id"], dataset=row["dataset"], recursive=bool(row["recursive"]),
+                     snapshot=row["snapshot"], state=row["state"], owner_pid=row["owner_pid"],
+                     started_at=row["started_at"], ended_at=row["ended_at"],
+                     context=json.loads(row["context"]) if row["context"] else None,
+                     manifest=json.loads(row["manifest"]) if row["manifest"] else None)
+
+
+def _action(row: sqlite3.Row) -> ActionRecord:
+    kind = ActionKind(row["kind"])
+    return ActionRecord(
+        id=row["id"], run_id=row["run_id"], endpoint_id=row["endpoint_id"], vm_moref=row["vm_moref"],
+        vm_name=row["vm_name"], kind=kind, strategy=Strategy(row["strategy"] or UNDO_BY_KIND[kind]),
+        state=ActionState(row["state"]), snapshot_name=row["snapshot_name"],
+        snapshot_moref=row["snapshot_moref"], error=row["error"], created_at=row["created_at"],
+        done_at=row["done_at"], closed_at=row["closed_at"])

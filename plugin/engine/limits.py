@@ -16,12 +16,16 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 
+from .. import schemas
+
+_DEFAULT = schemas.defaults("config")["limits"]
+
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    total: int = 32
-    per_host: int = 16
-    per_datastore: int = 30
+    total: int = _DEFAULT["global"]
+    per_host: int = _DEFAULT["per_host"]
+    per_datastore: int = _DEFAULT["per_datastore"]
 
 
 class SlotTimeout(Exception):

@@ -1,25 +1,90 @@
-"""What the engine needs from the outside world, and nothing more.
+"""What the engine needs from the outside world, in the product's words, and nothing more.
 
-The coordinator talks to these protocols only; pyVmomi (vsphere/hypervisor.py) and the
-``zfs`` command (zfs/) implement them. Keeping the surface this small is what lets the
-same transaction run from middlewared, the command line and hooks of other ZFS tools.
+The engine talks to these protocols only; pyVmomi (``vsphere/hypervisor.py``) and the
+``zfs`` command (``zfs/``) implement them, and ``tests/fakes`` has an in-memory hypervisor.
+Adapters translate every failure into one of the typed failures below, so the engine never
+sees a pyVmomi fault, a socket error or a vSphere type name. Keeping the surface this
+small is what lets the same transaction run from middlewared, the command line and hooks
+of other ZFS tools, and be unit-tested in seconds.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import ClassVar, Protocol
 
 from ..domain.model import Inventory, PowerState, SnapshotFacts
+from ..domain.strategies.options import VssContext
+
+# --- failures -------------------------------------------------------------------------------
+
+
+class HypervisorFailure(Exception):
+    """A failure the engine acts on. ``message`` is one readable, secret-free line;
+    ``fault_type`` is the hypervisor's own name for it, for reports (never for decisions)."""
+
+    kind: ClassVar[str] = "failure"
+
+    def __init__(self, message: str, fault_type: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fault_type = fault_type
+
+
+class Refused(HypervisorFailure):
+    """The hypervisor answered and said no: nothing was done, nothing needs undoing."""
+
+    kind = "refused"
+
+
+class Gone(Refused):
+    """The object (VM, snapshot, task) does not exist (any more)."""
+
+    kind = "gone"
+
+
+class NoAnswer(HypervisorFailure):
+    """No answer (timeout, dropped connection): the request may still take effect."""
+
+    kind = "no_answer"
+
+
+class Unavailable(HypervisorFailure):
+    """No session could be opened: unreachable, login refused, certificate not trusted."""
+
+    kind = "unavailable"
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a person: a typed failure's own message, else the exception's type."""
+    if isinstance(exc, HypervisorFailure):
+        return exc.message
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- values -----------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class TaskHandle:
-    """A started hypervisor task: its id for journals, its reference for the adapter."""
+    """A started hypervisor task: its id for journals, the adapter's own reference to it."""
 
     id: str
-    ref: Any = dataclasses.field(compare=False, repr=False)
+    ref: object = dataclasses.field(compare=False, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOutcome:
+    """How a task ended: ``result`` (a created object's id) or the ``failure``."""
+
+    result: str | None = None
+    failure: HypervisorFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +95,7 @@ class SnapshotRequest:
     memory: bool
     quiesce: bool
     quiesce_timeout_minutes: int | None = None
-    vss_context: str | None = None   # VMware's vssBackupContext value
+    vss_context: VssContext | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,22 +105,11 @@ class VmState:
     consolidation_needed: bool
 
 
-class TaskResult(Protocol):
-    state: str
-    result: Any
-
-    @property
-    def ok(self) -> bool: ...
-
-    @property
-    def fault_type(self) -> str | None: ...
-
-    @property
-    def fault_text(self) -> str | None: ...
+# --- ports ------------------------------------------------------------------------------------
 
 
 class Hypervisor(Protocol):
-    """One logged-in endpoint."""
+    """One logged-in endpoint. Every method raises only ``HypervisorFailure``s."""
 
     endpoint_id: str
 
@@ -77,7 +131,9 @@ class Hypervisor(Protocol):
 
     def shutdown_guest(self, vm_moref: str, timeout: float) -> bool: ...
 
-    def wait(self, handle: TaskHandle, timeout: float) -> TaskResult | None: ...
+    def wait(self, handle: TaskHandle, timeout: float) -> TaskOutcome | None:
+        """The task's outcome, or None when ``timeout`` passes first."""
+        ...
 
     def cancel(self, handle: TaskHandle) -> None: ...
 
@@ -85,7 +141,7 @@ class Hypervisor(Protocol):
 
 
 class Connector(Protocol):
-    """Opens a Hypervisor by endpoint id (raises vsphere.errors.VsphereError)."""
+    """Opens a Hypervisor by endpoint id (raises ``Unavailable``)."""
 
     def endpoint_ids(self) -> list[str]: ...
 

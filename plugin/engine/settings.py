@@ -13,7 +13,7 @@ from typing import Any
 from .. import schemas
 from ..domain.errors import InvalidInput
 from ..domain.policy import Ladder, parse_ladder
-from .coordinator import EngineConfig
+from .config import EngineConfig
 from .limits import Limits
 
 
@@ -25,17 +25,13 @@ class Settings:
     reconcile_interval_s: float
 
 
-def _defaults() -> dict[str, Any]:
-    props = schemas.load_schema("config")["properties"]
-    return {k: v["default"] for k, v in props.items() if "default" in v}
-
-
 def parse_settings(document: dict[str, Any] | None, *, field: str = "engine") -> Settings:
     """Validate an engine-settings document and fill its defaults; InvalidInput if bad."""
     document = document or {}
     schemas.validate("config", document, field=field)
-    doc = _defaults() | document
-    limits = _defaults()["limits"] | doc.get("limits", {})
+    defaults = schemas.defaults("config")
+    doc = defaults | document
+    limits = defaults["limits"] | doc.get("limits", {})
     if doc["vm_deadline_seconds"] > doc["begin_deadline_seconds"]:
         raise InvalidInput.single(f"{field}.vm_deadline_seconds",
                                   "must not be longer than begin_deadline_seconds "

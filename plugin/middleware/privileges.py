@@ -10,17 +10,24 @@ from typing import Any
 
 from pyVmomi import vim
 
+from ..domain.strategies import STRATEGIES
 from ..vsphere.session import Session
 
-# What each privilege is needed for, in the words the result shows.
-PRIVILEGES = {
-    "System.Read": "read the inventory",
-    "VirtualMachine.State.CreateSnapshot": "create VMware snapshots",
-    "VirtualMachine.State.RemoveSnapshot": "remove VMware snapshots",
-    "VirtualMachine.Interact.PowerOff": "power VMs off (policies with power_off)",
-    "VirtualMachine.Interact.PowerOn": "power VMs on again (policies with power_off or suspend)",
-    "VirtualMachine.Interact.Suspend": "suspend VMs (policies with suspend)",
-}
+
+def needed_privileges() -> dict[str, str]:
+    """Each privilege and what it is needed for, in the words the result shows: reading the
+    inventory, and whatever each strategy declares (with the strategies that need it)."""
+    users: dict[str, list[str]] = {}
+    purpose: dict[str, str] = {}
+    for name, module in STRATEGIES.items():
+        for privilege, what in module.privileges.items():
+            users.setdefault(privilege, []).append(name.value)
+            purpose.setdefault(privilege, what)
+    return {"System.Read": "read the inventory"} | {
+        p: f"{purpose[p]} (strategies: {', '.join(users[p])})" for p in sorted(users)}
+
+
+PRIVILEGES = needed_privileges()
 
 
 def missing(availability: list[tuple[str, str, bool]]) -> dict[str, list[str]]:

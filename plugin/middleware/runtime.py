@@ -2,9 +2,9 @@
 
 One ``Runtime`` lives in the ``vmware_coord`` service. It reads the mappings, endpoint
 settings, policies and engine settings from middlewared on every run (they may change at
-any time), keeps one long-lived coordinator for the hook path (its ``begin`` and ``end``
-arrive as separate calls, and the sessions opened in ``begin`` are reused by ``end``), and
-turns reports into alerts.
+any time) and builds a coordinator from them; the hook path's ``begin`` and ``end`` arrive
+as separate calls, so the sessions ``begin`` opened wait for ``end`` in the runtime's
+``SessionPool``. It turns reports into alerts.
 
 The journal lives on the system dataset (``systemdataset.config()['path']``), which
 survives reboots and, on HA systems, fails over with the pool.
@@ -15,15 +15,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import schemas
+from ..app import history
+from ..app.ending import end_and_label
+from ..app.snapshot import coordinated_snapshot, default_name
 from ..domain.selection import Scope, scope_mappings
 from ..engine.coordinator import Coordinator
 from ..engine.journal import Journal
+from ..engine.sessions import SessionPool
 from ..engine.settings import Settings, parse_settings
 from ..store.policy_repo import with_draft
 from ..vsphere.hypervisor import VsphereConnector
@@ -49,8 +52,7 @@ def config_document(stored: dict[str, Any] | None) -> dict[str, Any]:
 
     ``journal_path`` is not a setting here: on TrueNAS the journal is on the system dataset.
     """
-    props = schemas.load_schema("config")["properties"]
-    defaults = {k: v["default"] for k, v in props.items() if "default" in v and k not in HOST_MANAGED}
+    defaults = {k: v for k, v in schemas.defaults("config").items() if k not in HOST_MANAGED}
     return defaults | {k: v for k, v in (stored or {}).items() if k not in HOST_MANAGED}
 
 
@@ -63,7 +65,7 @@ class Runtime:
         self._call = call
         self._lock = threading.Lock()
         self._journal: Journal | None = None
-        self._hook: Coordinator | None = None
+        self._sessions = SessionPool()
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -87,28 +89,20 @@ class Runtime:
 
     def coordinator(self, *, hook: bool = False,
                     progress: Callable[[str, Any], None] | None = None) -> tuple[Coordinator, facts.Topology]:
-        """A coordinator with what middlewared says now; the hook path reuses its instance."""
+        """A coordinator with what middlewared says now (the hook path: a shorter begin)."""
         topo, settings = self.topology(), self.settings()
         engine = settings.engine
         if hook:
             begin = min(engine.begin_deadline_s, HOOK_BEGIN_DEADLINE_S)
             engine = dataclasses.replace(engine, begin_deadline_s=begin,
                                          vm_deadline_s=min(engine.vm_deadline_s, begin))
-        parts = {"connector": VsphereConnector(topo.endpoints, topo.password_for),
-                 "mappings": list(topo.mappings),
-                 "policies": [p for p in DatastorePolicyRepository(self._call).list() if p.enabled],
-                 "default_ladder": settings.default_ladder, "config": engine}
-        if not hook:
-            return Coordinator(journal=self.journal(), storage=lambda: facts.storage_facts(self._call),
-                               progress=progress, **parts), topo
-        with self._lock:
-            if self._hook is None:
-                self._hook = Coordinator(journal=self._journal_unlocked(),
-                                         storage=lambda: facts.storage_facts(self._call), **parts)
-            else:
-                for name, value in parts.items():
-                    setattr(self._hook, name, value)
-            return self._hook, topo
+        coordinator = Coordinator(
+            connector=VsphereConnector(topo.endpoints, topo.password_for), journal=self.journal(),
+            mappings=list(topo.mappings), storage=lambda: facts.storage_facts(self._call),
+            policies=[p for p in DatastorePolicyRepository(self._call).list() if p.enabled],
+            default_ladder=settings.default_ladder, config=engine, progress=progress,
+            sessions=self._sessions)
+        return coordinator, topo
 
     def _journal_unlocked(self) -> Journal:
         if self._journal is None:
@@ -132,35 +126,32 @@ class Runtime:
 
     def end(self, context: dict[str, Any]) -> dict[str, Any]:
         """Undo this run's VMware work, label the ZFS snapshot it made, raise/clear alerts."""
-        row = self.journal().run(context["run_id"])
-        if row is not None and row["state"] == "ended":
-            return row["manifest"] or {}   # reconcile finished it already (e.g. after a restart)
+        record = self.journal().run(context["run_id"])
+        if record is not None and record.ended:
+            return record.manifest or {}   # reconcile finished it already (e.g. after a restart)
         coordinator, topo = self.coordinator(hook=True)
-        report = coordinator.end(context["run_id"])
-        report["snapshot"] = self.label_snapshot(report)
+        snapshot = self.snapshot_since(context["dataset"], context["started_at"])
+        report = end_and_label(coordinator, context["run_id"], snapshot, self.label)
         self.after_run(report, topo)
         return report
 
-    def label_snapshot(self, report: dict[str, Any]) -> str | None:
-        """Put the run id, summary and honest vmsynced on the snapshot taken since begin.
+    def snapshot_since(self, dataset: str, started_at: float) -> str | None:
+        """The snapshot of ``dataset`` taken since the run began (the newest such).
 
         zettarepl only passes ``freenas:vmsynced=Y`` at creation and ``zfs.snapshot.create``
         writes it on the dataset; the run id and summary can only be added afterwards.
         """
         try:
-            snaps = self._call("zfs.snapshot.query", [["dataset", "=", report["dataset"]]])
-            fresh = [s for s in snaps
-                     if float(s["properties"]["creation"]["rawvalue"]) >= int(report["started_at"])]
-            if not fresh:
-                return None
-            snap = max(fresh, key=lambda s: int(s["createtxg"]))
-            updates = [{"key": k, "value": v} for k, v in sorted(report["properties"].items())]
-            self._call("zfs.snapshot.update", snap["id"], {"user_properties_update": updates})
-            self.journal().set_snapshot(report["run_id"], snap["id"])
-            return snap["id"]
-        except Exception:  # noqa: BLE001 - a label is worth a log line, never a failed task
-            log.warning("run %s: could not label the snapshot", report.get("run_id"), exc_info=True)
+            snaps = self._call("zfs.snapshot.query", [["dataset", "=", dataset]])
+        except Exception:  # noqa: BLE001 - unknown: the run still ends, unlabelled
+            log.warning("snapshots of %s could not be listed", dataset, exc_info=True)
             return None
+        fresh = [s for s in snaps if float(s["properties"]["creation"]["rawvalue"]) >= int(started_at)]
+        return max(fresh, key=lambda s: int(s["createtxg"]))["id"] if fresh else None
+
+    def label(self, snapshot: str, properties: dict[str, str]) -> None:
+        updates = [{"key": k, "value": v} for k, v in sorted(properties.items())]
+        self._call("zfs.snapshot.update", snapshot, {"user_properties_update": updates})
 
     def after_run(self, report: dict[str, Any], topo: facts.Topology) -> None:
         scope = Scope(report["dataset"], report["recursive"], tuple(report.get("exclude", ())))
@@ -196,15 +187,14 @@ class Runtime:
             progress: Callable[[str, Any], None]) -> dict[str, Any]:
         """A manual coordinated snapshot through zfs.snapshot.create, properties at creation."""
         coordinator, topo = self.coordinator(progress=progress)
-        coordinator.reconcile(sweep=False)   # finish what an earlier crash left first
-        snapname = name or time.strftime("vmware-coord-%Y%m%d-%H%M%S")
+        snapname = name or default_name()
 
         def take(properties: dict[str, str]) -> str:
             created = self._call("zfs.snapshot.create", {"dataset": dataset, "name": snapname,
                                                          "recursive": recursive, "properties": properties})
             return created["name"]
 
-        report = coordinator.run(dataset, take, recursive)
+        report = coordinated_snapshot(coordinator, dataset, take, recursive)
         self.after_run(report, topo)
         return report
 
@@ -217,22 +207,19 @@ class Runtime:
         return result
 
     def runs(self, limit: int) -> list[dict[str, Any]]:
-        return [{k: r[k] for k in ("run_id", "dataset", "snapshot", "state", "started_at", "ended_at")}
-                | {"vmsynced": (r["manifest"] or r["context"] or {}).get("vmsynced")}
-                for r in self.journal().runs(limit)]
+        return history.runs(self.journal(), limit)
 
     def manifest(self, key: str) -> dict[str, Any] | None:
-        journal = self.journal()
-        row = journal.run_for_snapshot(key) if "@" in key else journal.run(key)
-        if row is None and "@" in key:
-            # A snapshot replicated or labelled elsewhere: its property names the run.
-            try:
-                props = self._call("zfs.snapshot.query", [["id", "=", key]], {"get": True})
-                run_id = props.get("properties", {}).get(PROP_RUN, {}).get("value")
-                row = journal.run(run_id) if run_id else None
-            except Exception:  # noqa: BLE001 - no such snapshot
-                row = None
-        return None if row is None else (row["manifest"] or row["context"])
+        record = history.find_run(self.journal(), key, self._run_property)
+        return None if record is None else record.document
+
+    def _run_property(self, snapshot: str) -> str | None:
+        """The run id a snapshot carries (replicated or labelled elsewhere)."""
+        try:
+            props = self._call("zfs.snapshot.query", [["id", "=", snapshot]], {"get": True})
+        except Exception:  # noqa: BLE001 - no such snapshot
+            return None
+        return props.get("properties", {}).get(PROP_RUN, {}).get("value")
 
     def check_privileges(self, mapping_id: str) -> dict[str, Any]:
         topo = self.topology()

@@ -38,6 +38,12 @@ def load_schema(name: str) -> dict[str, Any]:
     return copy.deepcopy(_load(name))
 
 
+def defaults(name: str) -> dict[str, Any]:
+    """The ``default`` of each top-level property of schema ``name``: the one place a default
+    is written down (dataclasses and the middleware API read theirs from here)."""
+    return {k: copy.deepcopy(v["default"]) for k, v in _load(name)["properties"].items() if "default" in v}
+
+
 def validate(
     name: str, document: Any, *, field: str | None = None, definition: str | None = None
 ) -> None:

@@ -1,4 +1,5 @@
-"""Typed, secret-free errors for everything that can go wrong talking to vSphere.
+"""Typed, secret-free errors for everything that can go wrong talking to vSphere, and the
+translation of pyVmomi's faults into the engine's typed failures (``engine.ports``).
 
 Every message names the endpoint and says what happened in words an admin can act on;
 none carries a password, a session cookie or a raw fault dump.
@@ -6,16 +7,18 @@ none carries a password, a session cookie or a raw fault dump.
 
 from __future__ import annotations
 
+from ..engine.ports import Gone, HypervisorFailure, NoAnswer, Refused, Unavailable
 
-class VsphereError(Exception):
-    """Base class; ``kind`` is a stable word for journals, alerts and JSON output."""
+
+class VsphereError(Unavailable):
+    """A session could not be opened; ``kind`` is a stable word for journals, alerts and JSON."""
 
     kind = "vsphere_error"
 
     def __init__(self, endpoint: str, message: str) -> None:
-        super().__init__(f"{endpoint}: {message}")
+        super().__init__(message)
+        self.args = (f"{endpoint}: {message}",)
         self.endpoint = endpoint
-        self.message = message
 
 
 class Unreachable(VsphereError):
@@ -78,3 +81,16 @@ def fault_message(fault: BaseException) -> str:
     if getattr(fault, "_wsdlName", None):
         return name
     return f"{name}: {fault}" if str(fault) else name
+
+
+def failure_from(exc: BaseException) -> HypervisorFailure:
+    """The engine's word for what happened: a fault vSphere answered with is a refusal (the
+    object gone when it says ManagedObjectNotFound); anything else (a timeout, a dropped
+    connection, an unreadable answer) means no answer, and the call may still take effect."""
+    if isinstance(exc, HypervisorFailure):
+        return exc
+    name = fault_name(exc)
+    if getattr(type(exc), "_wsdlName", None):
+        kind = Gone if name == "ManagedObjectNotFound" else Refused
+        return kind(fault_message(exc), name)
+    return NoAnswer(f"no answer from VMware: {fault_message(exc)}", name)

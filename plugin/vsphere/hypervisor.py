@@ -2,31 +2,54 @@
 
 Everything the engine asks of vSphere goes through here: the inventory, snapshot creation
 and removal by managed object, power operations, a batched read-back of snapshot trees,
-and task waiting. Each method is a thin translation; decisions live in the engine.
+and task waiting. Each method is a thin translation; decisions live in the engine. Every
+pyVmomi fault and socket error leaves this module as one of the engine's typed failures
+(``errors.failure_from``), so nothing above it reads a vSphere type name.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from pyVmomi import vim, vmodl
 
 from ..domain.model import Inventory, PowerState, SnapshotFacts
-from ..engine.ports import SnapshotRequest, TaskHandle, VmState
+from ..domain.strategies.options import VssContext
+from ..engine.ports import Refused, SnapshotRequest, TaskHandle, TaskOutcome, VmState
 from . import inventory as inventory_reader
-from .errors import fault_message
+from .errors import failure_from, fault_message
 from .session import EndpointSettings, Session, open_session
-from .tasks import TaskOutcome, TaskWatcher
+from .tasks import TaskWatcher
 
 log = logging.getLogger(__name__)
 
 PC = vmodl.query.PropertyCollector
+
+# VirtualMachineWindowsQuiesceSpec.vssBackupContext: ctx_auto lets the VSS writers run (as a
+# plain quiesced snapshot does); ctx_file_share_backup skips them.
+VSS_CONTEXTS = {VssContext.APPLICATION: "ctx_auto", VssContext.FILE_SYSTEM: "ctx_file_share_backup"}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def translated(method: Callable[P, R]) -> Callable[P, R]:
+    """Let only the engine's typed failures out of a port method."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - translated, not swallowed
+            raise failure_from(exc) from None
+
+    return call
 
 
 class VsphereHypervisor:
@@ -43,6 +66,7 @@ class VsphereHypervisor:
 
     # --- reading -------------------------------------------------------------------------
 
+    @translated
     def inventory(self) -> Inventory:
         return inventory_reader.read_inventory(self.session)
 
@@ -54,6 +78,7 @@ class VsphereHypervisor:
         return {oc.obj._moId: {p.name: p.val for p in oc.propSet or ()}
                 for oc in inventory_reader.retrieve_all(collector, spec)}
 
+    @translated
     def vm_states(self, morefs: Iterable[str]) -> dict[str, VmState]:
         """Snapshots, power state and consolidation need of many VMs in one retrieval."""
         refs = [self._vm(m) for m in dict.fromkeys(morefs)]
@@ -67,6 +92,7 @@ class VsphereHypervisor:
             consolidation_needed=bool(props.get("runtime.consolidationNeeded")))
             for moref, props in found.items()}
 
+    @translated
     def all_snapshots(self) -> dict[str, tuple[str, tuple[SnapshotFacts, ...]]]:
         """Every VM's name and snapshots (what reconcile's sweep needs, and no more: not the
         devices and files a full inventory parses)."""
@@ -81,6 +107,7 @@ class VsphereHypervisor:
 
     # --- acting --------------------------------------------------------------------------
 
+    @translated
     def start_snapshot(self, request: SnapshotRequest) -> TaskHandle:
         with self._starting():
             return self._start_snapshot(request)
@@ -90,7 +117,7 @@ class VsphereHypervisor:
         if request.quiesce and self.session.create_snapshot_ex is not False:
             spec: vim.vm.GuestQuiesceSpec
             if request.vss_context:
-                spec = vim.vm.WindowsQuiesceSpec(vssBackupContext=request.vss_context,
+                spec = vim.vm.WindowsQuiesceSpec(vssBackupContext=VSS_CONTEXTS[request.vss_context],
                                                  timeout=request.quiesce_timeout_minutes)
             else:
                 spec = vim.vm.GuestQuiesceSpec(timeout=request.quiesce_timeout_minutes)
@@ -108,24 +135,29 @@ class VsphereHypervisor:
                                       memory=request.memory, quiesce=request.quiesce)
         return TaskHandle(task._moId, task)
 
+    @translated
     def start_remove(self, snapshot_moref: str) -> TaskHandle:
         snapshot = vim.vm.Snapshot(snapshot_moref, stub=self.session.stub)
         with self._starting():
             task = snapshot.RemoveSnapshot_Task(removeChildren=False)
         return TaskHandle(task._moId, task)
 
+    @translated
     def start_power_on(self, vm_moref: str) -> TaskHandle:
         task = self._vm(vm_moref).PowerOnVM_Task()
         return TaskHandle(task._moId, task)
 
+    @translated
     def start_power_off(self, vm_moref: str) -> TaskHandle:
         task = self._vm(vm_moref).PowerOffVM_Task()
         return TaskHandle(task._moId, task)
 
+    @translated
     def start_suspend(self, vm_moref: str) -> TaskHandle:
         task = self._vm(vm_moref).SuspendVM_Task()
         return TaskHandle(task._moId, task)
 
+    @translated
     def shutdown_guest(self, vm_moref: str, timeout: float, poll: float = 1.0) -> bool:
         """Ask the guest to shut down; True once it is off within ``timeout``."""
         vm = self._vm(vm_moref)
@@ -150,6 +182,7 @@ class VsphereHypervisor:
             with self._watcher_lock:
                 self._in_flight -= 1
 
+    @translated
     def wait(self, handle: TaskHandle, timeout: float) -> TaskOutcome | None:
         """The task's outcome, or None when ``timeout`` passes first."""
         with self._watcher_lock:
@@ -158,13 +191,16 @@ class VsphereHypervisor:
             watcher = self._watcher
         future = watcher.watch(handle.ref)
         try:
-            outcome = future.result(timeout=max(0.0, timeout))
+            ended = future.result(timeout=max(0.0, timeout))
         except TimeoutError:
             watcher.forget(handle.ref)
             return None
+        if not ended.ok:
+            return TaskOutcome(failure=failure_from(ended.fault) if ended.fault is not None
+                               else Refused("VMware reported the task as failed, without a reason"))
         # The engine deals in moref strings, never in pyVmomi objects.
-        result = getattr(outcome.result, "_moId", outcome.result)
-        return dataclasses.replace(outcome, result=result)
+        result = ended.result
+        return TaskOutcome(result=getattr(result, "_moId", None if result is None else str(result)))
 
     def cancel(self, handle: TaskHandle) -> None:
         try:
@@ -181,10 +217,6 @@ class VsphereHypervisor:
 
     def _vm(self, moref: str) -> vim.VirtualMachine:
         return vim.VirtualMachine(moref, stub=self.session.stub)
-
-
-def snapshot_by_name(snapshots: Iterable[SnapshotFacts], name: str) -> list[SnapshotFacts]:
-    return [s for s in snapshots if s.name == name]
 
 
 class VsphereConnector:

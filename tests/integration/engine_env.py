@@ -16,7 +16,8 @@ from truenas_vmware_coord.domain.model import Mapping
 from truenas_vmware_coord.domain.policy import DEFAULT_LADDER, Ladder, Policy, parse_policy
 from truenas_vmware_coord.domain.selection import SNAPSHOT_NAME_PREFIX
 from truenas_vmware_coord.domain.storage import StorageFacts
-from truenas_vmware_coord.engine.coordinator import Coordinator, EngineConfig
+from truenas_vmware_coord.engine.config import EngineConfig
+from truenas_vmware_coord.engine.coordinator import Coordinator
 from truenas_vmware_coord.engine.journal import Journal
 from truenas_vmware_coord.vsphere.hypervisor import VsphereConnector
 from truenas_vmware_coord.vsphere.session import EndpointSettings

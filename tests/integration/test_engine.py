@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from truenas_vmware_coord import schemas
 from truenas_vmware_coord.domain.model import Consistency
 from truenas_vmware_coord.domain.selection import SNAPSHOT_NAME_PREFIX
-from truenas_vmware_coord.engine.coordinator import EngineConfig
+from truenas_vmware_coord.engine.config import EngineConfig
 from truenas_vmware_coord.engine.journal import ActionState, Journal
 from truenas_vmware_coord.engine.limits import Limits
 from truenas_vmware_coord.vsphere.hypervisor import VsphereConnector
@@ -124,7 +124,7 @@ class _ToolsStopAfterInventory(VsphereConnector):
 def test_a_silently_ignored_quiesce_is_read_back_as_crash(env):
     victim = env.vm("flaky")
     base = env.coordinator()
-    connector = _ToolsStopAfterInventory(base.connector, victim)
+    connector = _ToolsStopAfterInventory(base.parts.connector, victim)
     report = env.coordinator(connector=connector).run(env.dataset, env.take_snapshot("ignored"))
     entry = env.outcome(report, "flaky")
     assert entry["achieved"] == "quiesce" and entry["quiesced"] is False
@@ -227,10 +227,10 @@ def test_the_stored_manifest_follows_the_run_report_schema(env):
     report = env.coordinator().run(env.dataset, env.take_snapshot("schema"))
     stored = Journal(env.journal_path).run(report["run_id"])
     validator = Draft202012Validator(schemas.load_schema("run_report"))
-    validator.validate(stored["manifest"])
-    validator.validate(stored["context"])
-    assert stored["snapshot"] == f"{env.dataset}@schema"
-    assert all(v["consolidation_needed"] is False for v in stored["manifest"]["vms"] if v["undo"])
+    validator.validate(stored.manifest)
+    validator.validate(stored.context)
+    assert stored.snapshot == f"{env.dataset}@schema"
+    assert all(v["consolidation_needed"] is False for v in stored.manifest["vms"] if v["undo"])
 
 
 def test_begin_and_end_are_idempotent(env):

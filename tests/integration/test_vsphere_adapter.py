@@ -27,15 +27,17 @@ from pyVmomi import vim, vmodl
 from truenas_vmware_coord.domain import selection
 from truenas_vmware_coord.domain.model import BlockerKind, Inventory, Mapping
 from truenas_vmware_coord.domain.storage import StorageFacts
-from truenas_vmware_coord.engine.ports import SnapshotRequest, TaskHandle
+from truenas_vmware_coord.domain.strategies.options import VssContext
+from truenas_vmware_coord.engine.ports import Gone, NoAnswer, Refused, SnapshotRequest, TaskHandle
 from truenas_vmware_coord.vsphere.errors import (
     CertificateMismatch,
     CertificateUntrusted,
     LoginRefused,
     TimedOut,
     Unreachable,
+    failure_from,
 )
-from truenas_vmware_coord.vsphere.hypervisor import VsphereHypervisor
+from truenas_vmware_coord.vsphere.hypervisor import VSS_CONTEXTS, VsphereHypervisor
 from truenas_vmware_coord.vsphere.inventory import read_inventory
 from truenas_vmware_coord.vsphere.session import EndpointSettings, Session, negotiate_version, open_session
 from truenas_vmware_coord.vsphere.tasks import TaskWatcher
@@ -491,9 +493,24 @@ def test_an_injected_fault_is_the_outcome(si: vim.ServiceInstance, hypervisor: V
     finally:
         rig.clear_fault(vm, "CreateSnapshot_Task")
     assert outcome is not None and not outcome.ok
-    assert outcome.state == "error" and outcome.fault_type == "InvalidState"
-    assert outcome.fault_text and "InvalidState" in outcome.fault_text
+    assert isinstance(outcome.failure, Refused) and not isinstance(outcome.failure, Gone)
+    assert outcome.failure.fault_type == "InvalidState" and "InvalidState" in outcome.failure.message
     assert vm.snapshot is None
+
+
+def test_faults_and_lost_answers_leave_the_adapter_as_typed_failures(
+        si: vim.ServiceInstance, hypervisor: VsphereHypervisor) -> None:
+    with pytest.raises(Gone):
+        hypervisor.start_remove("snapshot-does-not-exist")
+    with pytest.raises(Gone):
+        hypervisor.start_power_on("vm-does-not-exist")
+    assert failure_from(TimeoutError("timed out")).__class__ is NoAnswer
+    assert isinstance(failure_from(ConnectionResetError(104, "reset")), NoAnswer)
+
+
+def test_vss_contexts_map_to_vmware_values() -> None:
+    assert VSS_CONTEXTS == {VssContext.APPLICATION: "ctx_auto",
+                            VssContext.FILE_SYSTEM: "ctx_file_share_backup"}
 
 
 def test_a_task_past_its_deadline_returns_none_and_is_cancelled(

@@ -7,8 +7,9 @@ import sqlite3
 import pytest
 from truenas_vmware_coord.domain.manifest import Attempt, VmOutcome, summary, vmsynced
 from truenas_vmware_coord.domain.model import Consistency, Strategy
-from truenas_vmware_coord.engine.coordinator import RunContext
-from truenas_vmware_coord.engine.journal import ActionKind, ActionState, Journal
+from truenas_vmware_coord.domain.strategies.base import ActionKind
+from truenas_vmware_coord.engine.context import RunContext
+from truenas_vmware_coord.engine.journal import ActionState, Journal
 
 
 def outcome(name: str, got: Consistency, required: Consistency) -> VmOutcome:
@@ -49,7 +50,8 @@ def test_journal_is_durable_and_survives_reopening(tmp_path):
     path = tmp_path / "journal.sqlite"
     journal = Journal(path)
     journal.start_run("r1", "tank/vm", False, 1.0, owner_pid=None)
-    action = journal.intent("r1", "e", "vm-1", "vm one", ActionKind.SNAPSHOT, 2.0, snapshot_name="s")
+    action = journal.intent("r1", "e", "vm-1", "vm one", ActionKind.SNAPSHOT, Strategy.QUIESCE, 2.0,
+                            snapshot_name="s")
     journal.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

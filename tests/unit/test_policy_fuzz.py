@@ -17,13 +17,9 @@ from hypothesis import strategies as st
 from truenas_vmware_coord import schemas
 from truenas_vmware_coord.domain.errors import InvalidInput
 from truenas_vmware_coord.domain.model import Blocker, BlockerKind, Consistency, PowerState, Strategy
-from truenas_vmware_coord.domain.policy import (
-    RUNG_CONSISTENCY,
-    parse_ladder,
-    parse_policy,
-    policy_to_dict,
-    resolve,
-)
+from truenas_vmware_coord.domain.policy import parse_ladder, parse_policy, policy_to_dict
+from truenas_vmware_coord.domain.resolution import resolve
+from truenas_vmware_coord.domain.strategies import STRATEGIES
 from truenas_vmware_coord.store.policy_repo import SqlitePolicyRepository
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -52,7 +48,7 @@ def ladders(draw: st.DrawFn) -> dict[str, Any]:
         rungs = draw(st.permutations(middle).flatmap(lambda p: st.integers(0, 4).map(lambda n: p[:n])))
         if not rungs or draw(st.booleans()):
             rungs = [*rungs, "crash"]
-    best = max(RUNG_CONSISTENCY[Strategy(r)].rank for r in rungs)
+    best = max(STRATEGIES[Strategy(r)].yields.rank for r in rungs)
     reachable = [c.value for c in Consistency if c.rank <= best]
     out: dict[str, Any] = {"ladder": rungs}
     if draw(st.booleans()):
@@ -217,5 +213,5 @@ def test_resolution_never_crashes_and_keeps_its_invariants(vm, blockers, documen
         assert set(result.configured) == set(result.ladder) - {Strategy.CRASH} | {
             p.rung for p in result.pruned} | (set(result.configured) & {Strategy.CRASH})
         assert all(p.reason.startswith(f"{p.rung.value} pruned: ") for p in result.pruned)
-        assert result.expected is RUNG_CONSISTENCY[result.ladder[0]]
+        assert result.expected is STRATEGIES[result.ladder[0]].yields
     assert result.meets_requirement == (result.expected.rank >= result.required.rank)

@@ -10,16 +10,8 @@ from typing import Any
 import factories as f
 import pytest
 from truenas_vmware_coord.domain.model import Blocker, BlockerKind, Consistency, PowerState, Strategy
-from truenas_vmware_coord.domain.policy import (
-    DEFAULT_LADDER,
-    Ladder,
-    Policy,
-    parse_ladder,
-    parse_policy,
-    policy_matches,
-    resolve,
-    select_policy,
-)
+from truenas_vmware_coord.domain.policy import DEFAULT_LADDER, Ladder, Policy, parse_ladder, parse_policy
+from truenas_vmware_coord.domain.resolution import policy_matches, resolve, select_policy
 
 Q, M, C, P, S, X = (Strategy.QUIESCE, Strategy.MEMORY, Strategy.CRASH, Strategy.POWER_OFF,
                     Strategy.SUSPEND, Strategy.EXCLUDE)

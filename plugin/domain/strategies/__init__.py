@@ -1,0 +1,29 @@
+"""Every strategy, one module each, registered in the one table everything else reads:
+policy validation and resolution, the engine, the journal, the privilege check, the schema
+checks and the UI's descriptions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..model import Strategy
+from .base import ActionKind, StrategyModule
+from .crash import Crash
+from .exclude import Exclude
+from .memory import Memory
+from .power_off import PowerOff
+from .quiesce import Quiesce
+from .suspend import Suspend
+
+STRATEGIES: Mapping[Strategy, StrategyModule] = {
+    module.name: module for module in (Quiesce(), Memory(), Crash(), PowerOff(), Suspend(), Exclude())}
+
+# Journal rows written before each row remembered its strategy: the strategy that undoes
+# each kind the same way.
+UNDO_BY_KIND: Mapping[ActionKind, Strategy] = {
+    ActionKind.SNAPSHOT: Strategy.QUIESCE, ActionKind.POWER_OFF: Strategy.POWER_OFF,
+    ActionKind.SUSPEND: Strategy.SUSPEND}
+
+
+def strategy(name: Strategy | str) -> StrategyModule:
+    return STRATEGIES[Strategy(name)]

@@ -1,0 +1,55 @@
+"""One hypervisor operation, started and waited for within a deadline, as a ``Step``.
+
+A refusal is ``failed`` (nothing happened); no answer, or no end before the deadline, is
+``timed_out`` (it may still happen: the task is cancelled, and the journal row stays open
+so that end or reconcile finds out).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from ..domain.strategies.base import Step
+from .ports import Gone, Hypervisor, HypervisorFailure, Refused, TaskHandle, describe
+
+T = TypeVar("T")
+
+
+def refused(failure: HypervisorFailure) -> Step:
+    return Step("failed", fault_type=failure.fault_type, message=failure.message,
+                gone=isinstance(failure, Gone))
+
+
+def call_and_wait(hv: Hypervisor, start: Callable[[], TaskHandle], deadline: float) -> Step:
+    try:
+        handle = start()
+    except Refused as exc:
+        return refused(exc)
+    except Exception as exc:  # noqa: BLE001 - no answer: VMware may still act on the call
+        return Step("timed_out", fault_type=getattr(exc, "fault_type", None),
+                    message=describe(exc) if isinstance(exc, HypervisorFailure)
+                    else f"no answer from VMware: {describe(exc)}")
+    try:
+        outcome = hv.wait(handle, max(0.0, deadline - time.monotonic()))
+    except Exception as exc:  # noqa: BLE001 - the wait itself lost its answer
+        outcome, lost = None, describe(exc)
+    else:
+        lost = None
+    if outcome is None:
+        hv.cancel(handle)
+        return Step("timed_out", message=lost or "VMware did not finish before the deadline")
+    if outcome.failure is not None:
+        return refused(outcome.failure)
+    return Step("ok", result=outcome.result)
+
+
+def bounded(call: Callable[[], T], timeout: float) -> T:
+    """Run a blocking call in a helper thread, giving up (not killing it) after timeout."""
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(call).result(timeout=max(0.1, timeout))
+    finally:
+        pool.shutdown(wait=False)

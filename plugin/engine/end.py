@@ -1,0 +1,192 @@
+"""The end phase, and the undo that reconcile shares with it.
+
+Every open journal row of the run is undone by its strategy (a snapshot removed by managed
+object, never with children; a stopped VM powered on), in parallel within the limits, each
+step journaled. Nothing here may stop the undo of the other rows: an endpoint that cannot
+be reached, a read that fails, a strategy that raises, each leaves its rows open for
+reconcile and says so in the manifest. Snapshot intents whose outcome is unknown (the
+create got no answer) are settled first: the snapshot is looked up by its name.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from ..domain.strategies import STRATEGIES
+from ..domain.strategies.base import ActionKind
+from .context import RunContext
+from .journal import ActionRecord, ActionState
+from .limits import Slots, SlotTimeout
+from .operations import UndoVmOperations
+from .parts import Parts
+from .ports import Hypervisor, describe
+
+log = logging.getLogger(__name__)
+
+Placement = dict[tuple[str, str], tuple[str | None, tuple[str, ...]]]   # VM -> (host, datastores)
+Undone = list[tuple[ActionRecord, str]]
+
+
+def end(parts: Parts, context: RunContext | str, snapshot: str | None = None) -> dict[str, Any]:
+    """Undo everything this run did; return the final manifest (also stored)."""
+    run_id = context if isinstance(context, str) else context.run_id
+    record = parts.journal.run(run_id)
+    if record is not None and record.ended and record.manifest:
+        return record.manifest   # idempotent: an ended run is not undone twice
+    if isinstance(context, str):
+        if record is None or record.context is None:
+            raise KeyError(f"no run {context!r} in the journal")
+        context = RunContext.from_dict(record.context)
+    if snapshot:
+        context.snapshot = snapshot
+        parts.journal.set_snapshot(context.run_id, snapshot)
+    deadline = time.monotonic() + parts.config.end_deadline_s
+    sessions = parts.sessions.take(context.run_id)
+    by_vm = {(o.endpoint_id, o.moref): o for o in context.vms}
+    placement = {key: (o.host, tuple(o.datastores)) for key, o in by_vm.items()}
+    try:
+        undone, consolidation = undo(parts, parts.journal.actions(context.run_id, open_only=True),
+                                     sessions, deadline, placement)
+    finally:
+        for hv in sessions.values():
+            hv.close()
+    for action, word in undone:
+        outcome = by_vm.get((action.endpoint_id, action.vm_moref))
+        if outcome is not None:
+            outcome.undo = word
+    # Each snapshot's own life, from the journal: created (done) until removed (closed).
+    for action in parts.journal.actions(context.run_id):
+        outcome = by_vm.get((action.endpoint_id, action.vm_moref))
+        if (outcome is not None and action.kind is ActionKind.SNAPSHOT and action.done_at
+                and action.closed_at and action.state is ActionState.CLOSED):
+            outcome.lifetime_s = action.closed_at - action.done_at
+    for key, needed in consolidation.items():
+        if key in by_vm:
+            by_vm[key].consolidation_needed = needed
+            if needed:
+                by_vm[key].reasons.append("VMware reports that its disks need consolidation")
+    report = context.to_dict()
+    report["ended_at"] = parts.clock()
+    report["leftovers"] = [f"{a.vm_name}: {word}" for a, word in undone
+                           if word == STRATEGIES[a.strategy].undo_failure]
+    parts.journal.end_run(context.run_id, report, parts.clock())
+    return report
+
+
+def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervisor], deadline: float,
+         placement: Placement | None = None) -> tuple[Undone, dict[tuple[str, str], bool]]:
+    """Undo each action, journaling each step; then ask VMware, once per endpoint, whether
+    the VMs whose snapshots were removed need consolidation."""
+    if not actions:
+        return [], {}
+    placement = placement or {}
+    slots = Slots(parts.config.limits)
+    by_endpoint: dict[str, list[ActionRecord]] = defaultdict(list)
+    for a in actions:
+        by_endpoint[a.endpoint_id].append(a)
+    opened: list[Hypervisor] = []
+    results: Undone = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parts.config.limits.total),
+                                                 thread_name_prefix="undo")
+    try:
+        futures: dict[concurrent.futures.Future[tuple[ActionRecord, str]], ActionRecord] = {}
+        for endpoint_id, items in by_endpoint.items():
+            hv = sessions.get(endpoint_id)
+            if hv is None:
+                try:
+                    hv = parts.connector.open(endpoint_id)
+                    opened.append(hv)
+                except Exception as exc:  # noqa: BLE001 - left for reconcile
+                    results += [_left_open(parts, a, describe(exc)) for a in items]
+                    continue
+            items, unsettled, why = _settle_in_doubt(parts, hv, items)
+            results += [_left_open(parts, a, why) for a in unsettled]
+            futures |= {pool.submit(_undo_within_limits, parts, hv, a, deadline, slots,
+                                    placement.get((a.endpoint_id, a.vm_moref), (None, ()))): a
+                        for a in items}
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                results.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - one row's surprise stays that row's
+                log.exception("undoing %s failed", futures[future].vm_name)
+                results.append(_left_open(parts, futures[future], describe(exc)))
+        consolidation = _consolidation(results, {**{hv.endpoint_id: hv for hv in opened}, **sessions})
+    finally:
+        pool.shutdown(wait=True)
+        for hv in opened:
+            hv.close()
+    return results, consolidation
+
+
+def _left_open(parts: Parts, action: ActionRecord, error: str) -> tuple[ActionRecord, str]:
+    """The row stays open for reconcile (if the journal can still be written)."""
+    try:
+        parts.journal.update(action.id, ActionState.UNDO_FAILED, parts.clock(), error=error)
+    except Exception:  # noqa: BLE001 - the row is open anyway; reconcile retries it
+        log.exception("journaling the failed undo of %s failed", action.vm_name)
+    return action, STRATEGIES[action.strategy].undo_failure
+
+
+def _undo_within_limits(parts: Parts, hv: Hypervisor, action: ActionRecord, deadline: float, slots: Slots,
+                        where: tuple[str | None, tuple[str, ...]]) -> tuple[ActionRecord, str]:
+    try:
+        with slots.hold(where[0], where[1], deadline):
+            module = STRATEGIES[action.strategy]
+            undone = module.undo(UndoVmOperations(hv, action.vm_moref, deadline), action.snapshot_moref)
+    except SlotTimeout as exc:
+        return _left_open(parts, action, str(exc))
+    if undone.closed:
+        parts.journal.update(action.id, ActionState.CLOSED, parts.clock())
+    else:
+        parts.journal.update(action.id, ActionState.UNDO_FAILED, parts.clock(), error=undone.error)
+    return action, undone.word
+
+
+def _consolidation(results: Undone, hypervisors: dict[str, Hypervisor]) -> dict[tuple[str, str], bool]:
+    """runtime.consolidationNeeded of every VM whose snapshot was removed: one call each endpoint."""
+    removed: dict[str, list[str]] = defaultdict(list)
+    for action, word in results:
+        if word == "removed":
+            removed[action.endpoint_id].append(action.vm_moref)
+    found: dict[tuple[str, str], bool] = {}
+    for endpoint_id, morefs in removed.items():
+        try:
+            states = hypervisors[endpoint_id].vm_states(morefs)
+        except Exception as exc:  # noqa: BLE001 - a missing answer is reported as unknown
+            log.warning("consolidation check on %s failed: %s", endpoint_id, describe(exc))
+            continue
+        found.update({(endpoint_id, m): s.consolidation_needed for m, s in states.items()})
+    return found
+
+
+def _settle_in_doubt(parts: Parts, hv: Hypervisor, actions: list[ActionRecord]
+                     ) -> tuple[list[ActionRecord], list[ActionRecord], str]:
+    """Snapshot intents whose outcome is unknown: find the snapshot by name, or close.
+
+    Returns the actions to undo, those still in doubt (the lookup failed) and why."""
+    doubtful = [a for a in actions if a.kind is ActionKind.SNAPSHOT and not a.snapshot_moref]
+    settled = [a for a in actions if a not in doubtful]
+    if not doubtful:
+        return settled, [], ""
+    try:
+        states = hv.vm_states(a.vm_moref for a in doubtful)
+    except Exception as exc:  # noqa: BLE001 - still unknown: left open for reconcile
+        return settled, doubtful, f"whether the snapshot was created could not be read: {describe(exc)}"
+    claimed: set[str] = set()
+    for a in doubtful:
+        state = states.get(a.vm_moref)
+        found = [s for s in (state.snapshots if state else ())
+                 if s.name == a.snapshot_name and s.moref not in claimed]
+        if found:
+            claimed.add(found[0].moref)
+            parts.journal.update(a.id, ActionState.DONE, parts.clock(), snapshot_moref=found[0].moref)
+            settled.append(dataclasses.replace(a, state=ActionState.DONE, snapshot_moref=found[0].moref))
+        else:
+            parts.journal.update(a.id, ActionState.CLOSED, parts.clock(),
+                                 error=a.error or "no snapshot was created")
+    return settled, [], ""

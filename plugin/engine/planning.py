@@ -1,0 +1,43 @@
+"""The plan phase: which VMs a snapshot covers and what each one's policy says (a dry run
+is this and nothing more)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+
+from ..domain.model import Inventory
+from ..domain.policy import Policy
+from ..domain.resolution import resolve
+from ..domain.selection import Plan, Scope, build_plan, scope_mappings
+from .parts import Parts
+from .sessions import connect_all
+
+
+def endpoints_for(parts: Parts, dataset: str, recursive: bool, exclude: Iterable[str]) -> list[str]:
+    scope = Scope(dataset, recursive, tuple(sorted(set(exclude))))
+    return sorted({m.endpoint_id for m in scope_mappings(parts.mappings, scope)})
+
+
+def resolved_plan(parts: Parts, dataset: str, recursive: bool, exclude: Iterable[str],
+                  inventories: Iterable[Inventory], policies: Sequence[Policy] | None = None) -> Plan:
+    """The plan with each VM's policy resolved; ``policies`` replaces the configured ones."""
+    plan = build_plan(dataset, inventories=inventories, mappings=parts.mappings, storage=parts.storage(),
+                      now=parts.clock(), recursive=recursive, exclude=exclude)
+    rules = [p for p in policies if p.enabled] if policies is not None else parts.policies
+    vms = tuple(dataclasses.replace(
+        v, policy=resolve(v.facts, v.blockers, rules, parts.default_ladder, mapping_ids=v.mapping_ids))
+        for v in plan.vms)
+    return dataclasses.replace(plan, vms=vms)
+
+
+def plan(parts: Parts, dataset: str, recursive: bool = False, exclude: Iterable[str] = (),
+         policies: Sequence[Policy] | None = None) -> tuple[Plan, dict[str, str]]:
+    """The dry run: what a snapshot of ``dataset`` would do to each VM, changing nothing."""
+    deadline = time.monotonic() + parts.config.begin_deadline_s
+    sessions, inventories, errors = connect_all(
+        parts.connector, endpoints_for(parts, dataset, recursive, exclude), deadline)
+    for hv in sessions.values():
+        hv.close()
+    return resolved_plan(parts, dataset, recursive, exclude, inventories.values(), policies), errors

@@ -1,0 +1,99 @@
+"""Reconcile: finish what dead runs left, then remove marked snapshots no live run owns.
+
+Run at startup, before each run and periodically. A run is alive while its owner may
+still end it: its process lives (and it is younger than ``active_run_max_age_s``), or, for
+a detached hook run, while it is younger than ``detached_run_max_age_s``. Everything else
+open in the journal is undone exactly as end would have; afterwards every VMware snapshot
+carrying this product's marker that no journal row accounts for is removed, once it is
+older than ``marker_max_age_s`` if its run is unknown here (maybe another NAS's).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from .calls import call_and_wait
+from .context import run_id_of
+from .end import undo
+from .journal import RunRecord
+from .parts import Parts
+from .ports import describe
+
+
+def reconcile(parts: Parts, sweep: bool = True) -> dict[str, Any]:
+    with parts.journal.exclusive():
+        now = parts.clock()
+        live_runs = {r.run_id for r in parts.journal.begun_runs() if is_live(parts, r, now)}
+        open_actions = [a for a in parts.journal.actions(open_only=True) if a.run_id not in live_runs]
+        undone, _ = undo(parts, open_actions, {}, time.monotonic() + parts.config.end_deadline_s)
+        swept: list[str] = []
+        errors: dict[str, str] = {}
+        if sweep:
+            swept, errors = _sweep(parts, live_runs)
+        for record in parts.journal.begun_runs():
+            if record.run_id in live_runs:
+                continue
+            if not parts.journal.actions(record.run_id, open_only=True):
+                parts.journal.end_run(record.run_id, (record.context or {}) | {"finished_by": "reconcile"},
+                                      parts.clock())
+        return {"undone": [{"run_id": a.run_id, "vm": a.vm_name, "kind": a.kind.value, "result": r}
+                           for a, r in undone],
+                "swept": swept, "endpoint_errors": errors,
+                "still_open": len(parts.journal.actions(open_only=True))}
+
+
+def is_live(parts: Parts, record: RunRecord, now: float) -> bool:
+    """Whether a run may still be ended by its owner, so reconcile must leave it alone."""
+    if record.ended:
+        return False
+    age = now - record.started_at
+    if record.owner_pid is None:
+        return age < parts.config.detached_run_max_age_s
+    return age < parts.config.active_run_max_age_s and _process_alive(record.owner_pid)
+
+
+def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]]:
+    """Marked snapshots that no live run owns and the journal no longer accounts for."""
+    swept: list[str] = []
+    errors: dict[str, str] = {}
+    now = parts.clock()
+    for endpoint_id in parts.connector.endpoint_ids():
+        try:
+            hv = parts.connector.open(endpoint_id)
+        except Exception as exc:  # noqa: BLE001 - try again next interval
+            errors[endpoint_id] = describe(exc)
+            continue
+        try:
+            for moref, (name, snapshots) in hv.all_snapshots().items():
+                for snap in snapshots:
+                    run_id = run_id_of(snap.name)
+                    if run_id is None or run_id in live_runs:
+                        continue
+                    known = parts.journal.run(run_id) is not None
+                    if not known and now - snap.create_time < parts.config.marker_max_age_s:
+                        continue  # maybe another NAS's run with its own journal
+                    step = call_and_wait(hv, lambda s=snap, hv=hv: hv.start_remove(s.moref),
+                                         time.monotonic() + parts.config.end_deadline_s)
+                    if step.ok or step.gone:
+                        swept.append(f"{name}: {snap.name}")
+                    else:
+                        errors[f"{endpoint_id}/{moref}"] = step.message or "removal failed"
+        except Exception as exc:  # noqa: BLE001 - try again next interval
+            errors[endpoint_id] = describe(exc)
+        finally:
+            hv.close()
+    return swept, errors
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,68 @@
+"""Opening every endpoint of a run at once, and keeping a run's sessions from its begin to
+its end when both happen in one process (the TrueNAS hooks arrive as separate calls)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Iterable
+
+from ..domain.model import Inventory
+from .ports import Connector, Hypervisor, describe
+
+
+class SessionPool:
+    """Sessions a run opened in begin, handed to its end (and closed there)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_run: dict[str, dict[str, Hypervisor]] = {}
+
+    def keep(self, run_id: str, sessions: dict[str, Hypervisor]) -> None:
+        with self._lock:
+            self._by_run[run_id] = sessions
+
+    def take(self, run_id: str) -> dict[str, Hypervisor]:
+        with self._lock:
+            return self._by_run.pop(run_id, {})
+
+
+def connect_all(connector: Connector, endpoint_ids: Iterable[str], deadline: float
+                ) -> tuple[dict[str, Hypervisor], dict[str, Inventory], dict[str, str]]:
+    """Open every endpoint and read its inventory in parallel, within the deadline."""
+    sessions: dict[str, Hypervisor] = {}
+    inventories: dict[str, Inventory] = {}
+    errors: dict[str, str] = {}
+
+    def connect(endpoint_id: str) -> tuple[Hypervisor, Inventory]:
+        hv = connector.open(endpoint_id)
+        try:
+            return hv, hv.inventory()
+        except BaseException:
+            hv.close()
+            raise
+
+    ids = list(endpoint_ids)
+    if not ids:
+        return sessions, inventories, errors
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(ids), thread_name_prefix="connect")
+    futures = {pool.submit(connect, e): e for e in ids}
+    done, pending = concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+    for future in done:
+        endpoint_id = futures[future]
+        try:
+            sessions[endpoint_id], inventories[endpoint_id] = future.result()
+        except Exception as exc:  # noqa: BLE001 - an endpoint lost, the run goes on
+            errors[endpoint_id] = describe(exc)
+    for future in pending:
+        errors[futures[future]] = "no answer before the begin deadline"
+        # A late session is closed by its thread as soon as it arrives.
+        future.add_done_callback(_close_late_session)
+    pool.shutdown(wait=False)
+    return sessions, inventories, errors
+
+
+def _close_late_session(future: concurrent.futures.Future) -> None:
+    if future.exception() is None:
+        future.result()[0].close()

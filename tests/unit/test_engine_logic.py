@@ -1,0 +1,251 @@
+"""The engine's logic against the in-memory hypervisor: ladders, deadlines, undo,
+reconcile and the order of journal writes and hypervisor calls. No simulator, no ZFS, no
+root: these run in seconds. The simulator tests (tests/integration) keep the adapter and
+the whole transaction honest against a real vSphere API."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import factories as f
+import pytest
+from fake_hypervisor import FakeConnector, FakeVcenter
+from truenas_vmware_coord.domain.model import PowerState
+from truenas_vmware_coord.domain.policy import parse_policy
+from truenas_vmware_coord.engine.config import EngineConfig
+from truenas_vmware_coord.engine.coordinator import Coordinator
+from truenas_vmware_coord.engine.journal import ActionState, Journal
+from truenas_vmware_coord.engine.limits import Limits
+
+
+def policy(**document):
+    return dataclasses.replace(parse_policy({"name": "p", "priority": 1, **document}), id=1)
+
+
+@dataclasses.dataclass
+class World:
+    vc: FakeVcenter
+    journal_path: Path
+
+    def coordinator(self, *policies, **config) -> Coordinator:
+        return Coordinator(connector=FakeConnector(self.vc), journal=Journal(self.journal_path),
+                           mappings=[f.mapping(id="m1")], storage=f.storage, policies=policies,
+                           config=EngineConfig(**config))
+
+    def journal_states(self) -> list[tuple[str, ActionState]]:
+        return [(a.vm_name, a.state) for a in Journal(self.journal_path).actions()]
+
+
+@pytest.fixture
+def world(tmp_path) -> World:
+    vms = [f.vm(n) for n in ("app1", "app2", "db", "scratch")] + [f.vm("cold", power=PowerState.OFF)]
+    return World(FakeVcenter(vms), tmp_path / "journal.sqlite")
+
+
+def taken(names: list[str]):
+    def take(properties: dict[str, str]) -> str:
+        names.append(properties["freenas:vmsynced"])
+        return "tank/vm@snap"
+    return take
+
+
+def outcome(report: dict, name: str) -> dict:
+    return next(v for v in report["vms"] if v["name"] == name)
+
+
+def test_every_vm_gets_its_policy_and_nothing_is_left(world):
+    rules = [policy(ladder=["power_off", "crash"], match={"name_glob": "db"}),
+             dataclasses.replace(policy(ladder=["exclude"], match={"name_glob": "scratch"}), id=2,
+                                 name="x", priority=2)]
+    during: list[str] = []
+    world.vc.before_call = lambda op, target: during.append(op)
+    props: list[str] = []
+    report = world.coordinator(*rules).run("tank/vm", taken(props))
+    assert props == ["Y"] and report["vmsynced"] is True
+    assert {v["name"]: v["consistency"] for v in report["vms"]} == {
+        "app1": "quiesced", "app2": "quiesced", "db": "powered_off", "scratch": "excluded",
+        "cold": "powered_off"}
+    assert outcome(report, "db")["undo"] == "powered_on"
+    assert world.vc.marked_snapshots() == [] and world.vc.not_running() == []
+    assert not [s for _, s in world.journal_states() if s.open]
+    assert ("shutdown", "vm-scratch") not in world.vc.calls and "suspend" not in during
+
+
+def test_intent_is_journaled_before_the_hypervisor_sees_the_call(world):
+    seen: list[tuple[str, list[ActionState]]] = []
+
+    def check(operation: str, target: str) -> None:
+        if operation in ("snapshot", "shutdown"):
+            name = world.vc.facts[target].name
+            seen.append((operation, [s for n, s in world.journal_states() if n == name]))
+
+    world.vc.before_call = check
+    world.coordinator(policy(ladder=["power_off"], match={"name_glob": "db"})).run("tank/vm", taken([]))
+    assert seen and all(states and states[-1] is ActionState.INTENT for _, states in seen), seen
+
+
+def test_a_refused_and_a_failed_rung_fall_down_the_ladder(world):
+    world.vc.trouble("snapshot", "app1", "refuse", "InvalidState")
+    world.vc.trouble("snapshot", "app2", "fail", "FileFault")
+    report = world.coordinator(policy(ladder=["quiesce", "memory", "crash"], match={"name_glob": "app*"})
+                               ).run("tank/vm", taken([]))
+    first = outcome(report, "app1")
+    assert [(a["strategy"], a["result"], a["fault_type"]) for a in first["attempts"]] == [
+        ("quiesce", "failed", "InvalidState"), ("memory", "failed", "InvalidState")]
+    assert first["consistency"] == "crash" and not first["compliant"]
+    assert [a["result"] for a in outcome(report, "app2")["attempts"]] == ["failed", "failed"]
+    assert report["vmsynced"] is False
+    assert {s for n, s in world.journal_states() if n in ("app1", "app2")} == {ActionState.FAILED}
+
+
+def test_a_hung_create_is_cancelled_at_the_vm_deadline_and_never_lands(world):
+    world.vc.trouble("snapshot", "app1", "hang")
+    started = time.monotonic()
+    report = world.coordinator(vm_deadline_s=0.5, begin_deadline_s=5).run("tank/vm", taken([]))
+    assert time.monotonic() - started < 3
+    entry = outcome(report, "app1")
+    assert entry["consistency"] == "crash" and entry["attempts"][0]["result"] == "timed_out"
+    assert outcome(report, "app2")["consistency"] == "quiesced"
+    assert world.vc.marked_snapshots() == []
+    assert not [s for _, s in world.journal_states() if s.open]
+
+
+def test_the_begin_deadline_lets_the_snapshot_go_and_end_removes_the_late_ones(world):
+    def slow_reply(operation: str, target: str) -> None:
+        if operation == "snapshot" and target in ("vm-app1", "vm-app2"):
+            time.sleep(1.5)   # VMware holds the answer to the create call itself
+
+    world.vc.before_call = slow_reply
+    coordinator = world.coordinator(begin_deadline_s=0.5, vm_deadline_s=0.5)
+    started = time.monotonic()
+    context = coordinator.begin("tank/vm")
+    assert time.monotonic() - started < 1.2
+    assert context.vmsynced is False
+    assert "begin deadline" in " ".join(outcome(context.to_dict(), "app1")["reasons"])
+    assert outcome(context.to_dict(), "db")["consistency"] == "quiesced"
+    time.sleep(1.5)   # the creates land after all
+    assert len(world.vc.marked_snapshots()) == 4
+    report = coordinator.end(context)
+    assert world.vc.marked_snapshots() == [] and world.vc.not_running() == []
+    assert report["leftovers"] == []
+
+
+def test_a_create_whose_answer_was_lost_is_found_by_name_and_removed(world):
+    world.vc.trouble("snapshot", "app1", "lose")
+    report = world.coordinator().run("tank/vm", taken([]))
+    assert outcome(report, "app1")["attempts"][0]["result"] == "timed_out"
+    assert outcome(report, "app1")["undo"] == "removed"
+    assert world.vc.marked_snapshots() == []
+
+
+def test_a_shutdown_that_lands_late_is_powered_on_by_end(world):
+    world.vc.delay("shutdown", "db", 1.0)
+    rules = [policy(ladder=["power_off", "crash"], options={"shutdown_timeout_seconds": 10},
+                    match={"name_glob": "db"})]
+    coordinator = world.coordinator(*rules, vm_deadline_s=0.3, begin_deadline_s=5)
+    context = coordinator.begin("tank/vm")
+    entry = outcome(context.to_dict(), "db")
+    assert entry["consistency"] == "crash" and entry["attempts"][0]["result"] == "failed"
+    time.sleep(1.2)   # the guest went down after all
+    assert world.vc.power_of("db") is PowerState.OFF
+    report = coordinator.end(context)
+    assert outcome(report, "db")["undo"] == "powered_on"
+    assert world.vc.not_running() == []
+
+
+def test_a_removal_that_fails_is_left_open_and_reconcile_finishes_it(world):
+    world.vc.trouble("remove", "app1", "fail", "FileFault")
+    coordinator = world.coordinator()
+    report = coordinator.run("tank/vm", taken([]))
+    assert outcome(report, "app1")["undo"] == "remove_failed"
+    assert report["leftovers"] == ["app1: remove_failed"]
+    world.vc.clear("remove", "app1")
+    assert [u["result"] for u in coordinator.reconcile(sweep=False)["undone"]] == ["removed"]
+    assert world.vc.marked_snapshots() == []
+    assert coordinator.reconcile(sweep=False)["undone"] == []
+
+
+def test_a_quiesce_vmware_ignored_is_read_back_as_crash(world):
+    world.vc.quiesce_ignored.add("vm-app1")
+    report = world.coordinator().run("tank/vm", taken([]))
+    entry = outcome(report, "app1")
+    assert entry["quiesced"] is False and entry["consistency"] == "crash"
+    assert [a["result"] for a in entry["attempts"]] == ["ignored"]
+    assert report["vmsynced"] is False
+
+
+def test_an_unreachable_endpoint_still_lets_the_snapshot_be_taken(world):
+    world.vc.unreachable = True
+    props: list[str] = []
+    report = world.coordinator().run("tank/vm", taken(props))
+    assert props == ["N"] and report["vms"] == [] and f.VC_EP in report["endpoint_errors"]
+
+
+def test_the_vcenter_lost_during_end_leaves_an_honest_report_and_reconcile_cleans_up(world):
+    coordinator = world.coordinator(policy(ladder=["power_off"], match={"name_glob": "db"}))
+    context = coordinator.begin("tank/vm")
+    world.vc.unreachable = True
+    report = coordinator.end(context)
+    assert {v["name"]: v["undo"] for v in report["vms"] if v["undo"]} == {
+        "app1": "remove_failed", "app2": "remove_failed", "scratch": "remove_failed", "db": "power_on_failed"}
+    assert len(report["leftovers"]) == 4 and report["vmsynced"] is True
+    world.vc.unreachable = False
+    result = coordinator.reconcile(sweep=False)
+    assert result["still_open"] == 0
+    assert world.vc.marked_snapshots() == [] and world.vc.not_running() == []
+
+
+def test_reconcile_leaves_a_live_run_alone_and_finishes_a_dead_one(world, tmp_path):
+    coordinator = world.coordinator()
+    live = coordinator.begin("tank/vm")   # owned by this process: alive
+    journal = Journal(world.journal_path)
+    journal._db.execute("UPDATE runs SET owner_pid = ? WHERE run_id = ?", (_dead_pid(), live.run_id))
+    other = world.coordinator()
+    detached = other.begin("tank/vm", detached=True)
+    result = world.coordinator().reconcile(sweep=False)
+    assert {u["run_id"] for u in result["undone"]} == {live.run_id}
+    assert world.vc.marked_snapshots() == sorted(f"{n}: truenas-vmware-coord:{detached.run_id}"
+                                                 for n in ("app1", "app2", "db", "scratch"))
+    assert journal.run(live.run_id).ended and not journal.run(detached.run_id).ended
+
+
+def test_the_sweep_removes_marked_snapshots_of_unknown_old_runs_only(world):
+    def made(name: str, age_s: float):
+        return dataclasses.replace(f.snapshot(name), create_time=time.time() - age_s)
+
+    old = made("truenas-vmware-coord:0123456789abcdef", 7200)
+    young = made("truenas-vmware-coord:fedcba9876543210", 60)
+    foreign = made("before upgrade", 360000)
+    world.vc.snapshots["vm-app1"] += [old, young, foreign]
+    result = world.coordinator(marker_max_age_s=3600).reconcile(sweep=True)
+    assert result["swept"] == ["app1: truenas-vmware-coord:0123456789abcdef"]
+    assert [s.name for s in world.vc.snapshots["vm-app1"]] == [young.name, foreign.name]
+
+
+def test_limits_hold_while_many_vms_are_snapshotted(tmp_path):
+    vms = [f.vm(f"vm{i:02d}") for i in range(12)]
+    vc = FakeVcenter(vms)
+    running, peak = [0], [0]
+
+    def count(operation: str, target: str) -> None:
+        if operation == "snapshot":
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            time.sleep(0.05)
+            running[0] -= 1
+
+    vc.before_call = count
+    world = World(vc, tmp_path / "j.sqlite")
+    report = world.coordinator(limits=Limits(total=3)).run("tank/vm", taken([]))
+    assert report["vmsynced"] and peak[0] <= 3
+
+
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
