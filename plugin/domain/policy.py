@@ -195,8 +195,9 @@ def _ladder_from(document: Mapping[str, Any]) -> Ladder:
             quiesce_timeout_minutes=_int_or_none(opts.get("quiesce_timeout_minutes")),
             deadline_seconds=_int_or_none(opts.get("deadline_seconds")),
             vss_context=VssContext(vss) if vss else None,
-            shutdown_timeout_seconds=int(opts.get("shutdown_timeout_seconds", 300)),
-            hard_power_off=opts.get("hard_power_off", False),
+            shutdown_timeout_seconds=int(opts.get("shutdown_timeout_seconds",
+                                                  LadderOptions.shutdown_timeout_seconds)),
+            hard_power_off=opts.get("hard_power_off", LadderOptions.hard_power_off),
         ),
         requires=Consistency(requires) if requires else None,
     )

@@ -65,4 +65,7 @@ def install(stock_shape: str = "25.10") -> dict[str, types.ModuleType]:
 def uninstall() -> None:
     for name in [n for n in sys.modules if n == "middlewared" or n.startswith("middlewared.")]:
         del sys.modules[name]
-    sys.modules.pop("truenas_vmware_coord.vmware_coord", None)
+    # The plugin's middlewared modules are imported anew by the next "process".
+    for name in [n for n in sys.modules if n == "truenas_vmware_coord.vmware_coord"
+                 or n.startswith("truenas_vmware_coord.truenas.middlewared")]:
+        del sys.modules[name]

@@ -145,13 +145,13 @@ def test_endpoint_settings_only_for_mapped_hosts(mw: Middleware) -> None:
 
 def test_public_models_are_published_under_middlewared_api(mw: Middleware) -> None:
     import sys
-    plugin = sys.modules["truenas_vmware_coord.vmware_coord"]
+    models = sys.modules["truenas_vmware_coord.truenas.middlewared.models"]
     service = mw.services["vmware_coord"]
     for name in ("plan", "run", "reconcile", "runs", "manifest", "check_privileges"):
         method = getattr(type(service), name)
-        assert method.new_style_accepts.__module__ == plugin.API_MODULE, name
+        assert method.new_style_accepts.__module__ == models.API_MODULE, name
         assert method.roles, name
-    assert sys.modules[plugin.API_MODULE].VMwareCoordPlanArgs is type(service).plan.new_style_accepts
+    assert sys.modules[models.API_MODULE].VMwareCoordPlanArgs is type(service).plan.new_style_accepts
     # ...and the double enforces the framework's rule, so this is not vacuous:
     from middlewared.api import api_method
     from middlewared.api.base import BaseModel
@@ -160,15 +160,15 @@ def test_public_models_are_published_under_middlewared_api(mw: Middleware) -> No
         x: int
 
     with pytest.raises(ValueError, match="defined in middlewared.api package"):
-        api_method(ElsewhereArgs, plugin.VMwareCoordPlanResult, roles=["X"])
+        api_method(ElsewhereArgs, models.VMwareCoordPlanResult, roles=["X"])
 
 
 def test_takeover_keeps_the_stock_decorators(mw: Middleware) -> None:
     import sys
     cls = sys.modules["middlewared.plugins.vmware"].VMWareService
     stock = sys.modules["middlewared.plugins.vmware"]
-    plugin = sys.modules["truenas_vmware_coord.vmware_coord"]
-    for name in plugin.HOOKS:
+    takeover = sys.modules["truenas_vmware_coord.truenas.middlewared.takeover"]
+    for name in takeover.HOOKS:
         fn = cls.__dict__[name]
         assert fn._vmware_coord and fn._private, name
     assert cls.periodic_snapshot_task_proceed.new_style_accepts is stock.VMWarePeriodicSnapshotTaskProceedArgs
@@ -183,7 +183,8 @@ def test_unexpected_stock_shape_is_left_alone_and_alerted(tmp_path: Path) -> Non
         assert plugin.TAKEOVER_PROBLEMS and "periodic_snapshot_task_begin" in plugin.TAKEOVER_PROBLEMS[0]
         import sys
         cls = sys.modules["middlewared.plugins.vmware"].VMWareService
-        assert not any(getattr(cls.__dict__[n], "_vmware_coord", False) for n in plugin.HOOKS)
+        takeover = sys.modules["truenas_vmware_coord.truenas.middlewared.takeover"]
+        assert not any(getattr(cls.__dict__[n], "_vmware_coord", False) for n in takeover.HOOKS)
         assert [a.klass.name for a in mw.alert.list()] == ["VMwareCoordTakeover"]
         stock_vmware.STOCK_CALLS.clear()
         mw.call_sync("vmware.snapshot_end", {})
@@ -197,7 +198,7 @@ class TestDatastorePolicyRepository(PolicyRepositoryContract):
 
     @pytest.fixture
     def repo(self, tmp_path: Path) -> Iterator[Any]:
-        from truenas_vmware_coord.middleware.policy_store import DatastorePolicyRepository
+        from truenas_vmware_coord.truenas.policy_store import DatastorePolicyRepository
         middleware, _ = harness.start(tmp_path)
         harness.wait_jobs(middleware)
         yield DatastorePolicyRepository(middleware.call_sync)

@@ -10,7 +10,8 @@ import pytest
 from truenas_vmware_coord.cli import install
 from truenas_vmware_coord.cli.main import main
 from truenas_vmware_coord.domain.model import Mapping
-from truenas_vmware_coord.middleware import alerts, privileges
+from truenas_vmware_coord.truenas import alerts
+from truenas_vmware_coord.vsphere import privileges
 
 
 def vm(endpoint: str, name: str, compliant: bool, mapping: str) -> dict:
@@ -76,3 +77,12 @@ def test_loader_never_raises_even_when_the_package_cannot_load(tmp_path: Path) -
     import asyncio
     assert module._setup is None
     asyncio.run(module.setup(object()))
+
+
+def test_the_topology_never_shows_a_password() -> None:
+    from truenas_vmware_coord.truenas.facts import topology
+    rows = [{"id": 1, "hostname": "vc.example.com", "username": "svc", "password": "hunter2-secret",
+             "datastore": "ds1", "filesystem": "tank/vm"}]
+    topo = topology(rows, [])
+    assert topo.password_for(next(iter(topo.endpoints))) == "hunter2-secret"
+    assert "hunter2" not in repr(topo) and "hunter2" not in str(topo)

@@ -10,7 +10,7 @@ from truenas_vmware_coord import schemas
 from truenas_vmware_coord.domain.model import Strategy
 from truenas_vmware_coord.domain.strategies import STRATEGIES, UNDO_BY_KIND
 from truenas_vmware_coord.domain.strategies.base import ActionKind
-from truenas_vmware_coord.middleware import privileges
+from truenas_vmware_coord.vsphere import privileges
 
 SCHEMAS = Path(schemas.__file__).parent
 

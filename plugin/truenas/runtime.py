@@ -29,10 +29,11 @@ from ..engine.journal import Journal
 from ..engine.sessions import SessionPool
 from ..engine.settings import Settings, parse_settings
 from ..store.policy_repo import with_draft
+from ..vsphere import privileges
 from ..vsphere.hypervisor import VsphereConnector
 from ..vsphere.session import open_session
 from ..zfs.snapshot import PROP_RUN
-from . import alerts, facts, privileges
+from . import alerts, facts
 from .policy_store import DatastorePolicyRepository
 
 log = logging.getLogger(__name__)

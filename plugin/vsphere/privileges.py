@@ -11,7 +11,7 @@ from typing import Any
 from pyVmomi import vim
 
 from ..domain.strategies import STRATEGIES
-from ..vsphere.session import Session
+from .session import Session
 
 
 def needed_privileges() -> dict[str, str]:

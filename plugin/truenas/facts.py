@@ -23,8 +23,8 @@ Call = Callable[..., Any]
 class Topology:
     mappings: tuple[DatastoreMapping, ...]
     endpoints: dict[str, EndpointSettings]
-    passwords: dict[str, str]
-    hosts: dict[str, str]            # endpoint id -> host name, for alert texts
+    passwords: dict[str, str] = dataclasses.field(repr=False)   # never in a log line
+    hosts: dict[str, str] = dataclasses.field(default_factory=dict)   # endpoint id -> host name
 
     def password_for(self, endpoint_id: str) -> str:
         return self.passwords[endpoint_id]
