@@ -8,21 +8,22 @@ from the command line or the configuration file itself.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import stat
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from .. import schemas
+from ..app.hooks import HookSettings
 from ..domain.errors import FieldError, InvalidInput
 from ..domain.model import Mapping
 from ..domain.storage import StorageFacts
+from ..domain.zfs_names import dataset_problem
 from ..engine.settings import Settings, parse_settings
 from ..vsphere.session import EndpointSettings
 from ..zfs import snapshot as zfs_snapshot
 from ..zfs.shell import Shell
+from . import documents
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,7 @@ class CliConfig:
     addresses: tuple[str, ...]
     iscsi_extents: dict[str, list[str]]
     settings: Settings
+    hooks: HookSettings = HookSettings()
     explicit_journal: bool = False
 
     @property
@@ -61,15 +63,11 @@ class CliConfig:
             return password
         if kind == "file":
             path = Path(value)
-            try:
-                mode = path.stat().st_mode
-                password = path.read_text().splitlines()[0] if path.stat().st_size else ""
-            except (OSError, IndexError) as exc:
-                raise InvalidInput.single(f"{field}.password_file", f"cannot read {path}: "
-                                          f"{getattr(exc, 'strerror', None) or 'empty file'}") from None
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            text = documents.read_file(path, f"{field}.password_file", max_bytes=64 * 1024)
+            if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
                 raise InvalidInput.single(f"{field}.password_file",
                                           f"{path} is readable by others; chmod 600 it")
+            password = text.splitlines()[0] if text.strip() else ""
             if not password:
                 raise InvalidInput.single(f"{field}.password_file", f"{path} is empty")
             return password
@@ -82,17 +80,10 @@ class CliConfig:
 
 
 def _read(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidInput.single("config", f"cannot read {path}: {exc.strerror}") from None
-    try:
-        if path.suffix == ".json":
-            return json.loads(text)
-        return tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        kind = "JSON" if path.suffix == ".json" else "TOML"
-        raise InvalidInput.single("config", f"{path} is not valid {kind}: {exc}") from None
+    text = documents.read_file(path, "config")
+    if path.suffix == ".json":
+        return documents.parse_json(text, f"config ({path})")
+    return documents.parse_toml(text, f"config ({path})")
 
 
 def load_config(path: str | os.PathLike[str]) -> CliConfig:
@@ -131,6 +122,11 @@ def load_config(path: str | os.PathLike[str]) -> CliConfig:
         mappings.append(Mapping(id=mapping_id, endpoint_id=names[m["endpoint"]],
                                 datastore=m["datastore"], dataset=m["dataset"]))
     settings = parse_settings(document.get("engine"), field="config.engine")
+    hooks = document.get("hooks", {})
+    for i, dataset in enumerate(hooks.get("recursive", ())):
+        problem = dataset_problem(dataset)
+        if problem:
+            errors.append(FieldError(f"config.hooks.recursive.{i}", problem))
     if errors:
         raise InvalidInput(errors)
     nas = document.get("nas", {})
@@ -139,6 +135,7 @@ def load_config(path: str | os.PathLike[str]) -> CliConfig:
         endpoints=endpoints, endpoint_names=names, password_sources=sources,
         mappings=tuple(mappings), addresses=tuple(nas.get("addresses", ())),
         iscsi_extents=dict(nas.get("iscsi_extents", {})), settings=settings,
+        hooks=HookSettings.from_document(hooks),
         explicit_journal="journal_path" in (document.get("engine") or {}))
 
 

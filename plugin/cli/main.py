@@ -5,10 +5,14 @@ plugin drives, configured by a file, with hooks for sanoid and zrepl.
 
 Exit codes (stable, for scripts):
   0  done; every VM reached the consistency its policy requires
-  1  done, but not every VM did (the ZFS snapshot exists; see the report)
-  2  bad input: the configuration, a document or the arguments (the message names the field)
-  3  the ZFS snapshot could not be taken
-  4  something else failed (an unknown run, VMware unreachable for a plan, ...)
+  1  the ZFS snapshot was taken, but not every VM reached its requirement, or VMware
+     coordination was not possible at all (the snapshot says vmsynced=N and why)
+  2  bad input: the configuration, a document, an argument or a scheduler's environment
+     (the message names the field); nothing was done
+  3  the ZFS snapshot could not be taken (or, for a post hook, does not exist); the VMware
+     snapshots were removed and every VM is running again
+  4  something else failed (VMware unreachable for a plan, the product's state directory
+     unusable for a command that needs it, a post hook without its pre hook, ...)
 """
 
 from __future__ import annotations
@@ -16,29 +20,37 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-from ..app import history
-from ..app.ending import end_and_label
+from ..app import history, hooks
 from ..app.snapshot import coordinated_snapshot, default_name
-from ..domain.errors import InvalidInput
+from ..domain.errors import InvalidInput, NotFound, StateError
+from ..domain.zfs_names import dataset_problem, snapshot_problem
 from ..engine.coordinator import Coordinator
-from ..engine.journal import Journal
-from ..store.policy_repo import SqlitePolicyRepository
-from ..vsphere.errors import VsphereError
+from ..engine.journal import Journal, JournalError
+from ..engine.ports import HypervisorFailure
+from ..store.policy_repo import MAX_ID, SqlitePolicyRepository
 from ..vsphere.hypervisor import VsphereConnector
 from ..vsphere.tls import server_fingerprint
 from ..zfs import snapshot as zfs_snapshot
 from ..zfs.shell import LocalShell, Shell, ShellError
-from . import render
+from . import doctor, documents, render
 from .config import CliConfig, load_config
 
 EXIT_OK, EXIT_DEGRADED, EXIT_INPUT, EXIT_ZFS, EXIT_OTHER = 0, 1, 2, 3, 4
+# Which of several outcomes a command with many datasets reports (the worst one).
+_SEVERITY = {EXIT_OK: 0, EXIT_DEGRADED: 1, EXIT_OTHER: 2, EXIT_ZFS: 3, EXIT_INPUT: 4}
 DEFAULT_CONFIG = os.environ.get("VMWARE_COORD_CONFIG", "/etc/vmware-coord/config.toml")
+log = logging.getLogger("truenas_vmware_coord.cli")
+
+
+def worst(*codes: int) -> int:
+    return max(codes, key=_SEVERITY.__getitem__, default=EXIT_OK)
 
 
 class Cli:
@@ -46,6 +58,7 @@ class Cli:
         self.args = args
         self.shell = shell
         self._config: CliConfig | None = None
+        self.abandon_threads = False   # exit without waiting for late VMware calls (pre hook)
 
     @property
     def config(self) -> CliConfig:
@@ -62,22 +75,35 @@ class Cli:
             sys.stderr.flush()
 
     def coordinator(self) -> Coordinator:
+        """The engine with this configuration; ``StateError`` when the journal or the policy
+        store cannot be used (nothing has been done to any VM then)."""
         cfg = self.config
         for endpoint_id in sorted({m.endpoint_id for m in cfg.mappings}):
             cfg.password_for(endpoint_id)   # a missing password is bad input, said up front
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
         with SqlitePolicyRepository(cfg.policy_db) as repo:
             policies = [p for p in repo.list() if p.enabled]
+        journal = Journal(cfg.journal_path)
+        if journal.moved_aside is not None:
+            warn(f"the journal was corrupted and has been moved aside to {journal.moved_aside}; a new "
+                 "one is used ('vmware-coord doctor' says what that means)")
         return Coordinator(
-            connector=VsphereConnector(cfg.endpoints, cfg.password_for),
-            journal=Journal(cfg.journal_path), mappings=cfg.mappings,
-            storage=lambda: cfg.storage_facts(self.shell), policies=policies,
+            connector=VsphereConnector(cfg.endpoints, cfg.password_for), journal=journal,
+            mappings=cfg.mappings, storage=lambda: cfg.storage_facts(self.shell), policies=policies,
             default_ladder=cfg.settings.default_ladder, config=cfg.settings.engine,
             progress=self.progress)
+
+    def check_dataset(self, dataset: str) -> list[str]:
+        """Refuse a dataset ZFS does not have (its name was checked with the arguments),
+        before any VMware call; returns it with its descendants."""
+        tree = zfs_snapshot.dataset_tree(self.shell, dataset)
+        if tree is None:
+            raise InvalidInput.single("dataset", f"{dataset} does not exist")
+        return tree
 
     # --- commands ------------------------------------------------------------------------
 
     def plan(self) -> int:
+        self.check_dataset(self.args.dataset)
         plan, errors = self.coordinator().plan(self.args.dataset, self.args.recursive, self.args.exclude)
         document = plan.to_dict() | {"endpoint_errors": errors}
         self.out(document, lambda d: render.plan_table(d) + "".join(
@@ -85,60 +111,148 @@ class Cli:
         return EXIT_OTHER if errors else EXIT_OK
 
     def snapshot(self) -> int:
-        coordinator = self.coordinator()
+        dataset, recursive = self.args.dataset, self.args.recursive
+        tree = self.check_dataset(dataset)
         name = self.args.name or default_name()
+        problem = snapshot_problem(dataset, name)
+        if problem:
+            raise InvalidInput.single("--name", f"'{name}' {problem}")
+        wanted = {f"{d}@{name}" for d in (tree if recursive else [dataset])}
+        taken_already = sorted(wanted & set(zfs_snapshot.list_snapshots(self.shell, dataset)))
+        if taken_already:
+            raise InvalidInput.single("--name", f"{', '.join(taken_already)} already exists")
         failure: list[str] = []
 
         def take(properties: dict[str, str]) -> str:
             try:
-                return zfs_snapshot.create_snapshot(self.shell, self.args.dataset, name,
-                                                    self.args.recursive, properties)
-            except ShellError as exc:
+                return zfs_snapshot.create_snapshot(self.shell, dataset, name, recursive, properties)
+            except Exception as exc:  # noqa: BLE001 - any failure here is the ZFS snapshot's
                 failure.append(str(exc))
                 return ""
 
-        report = coordinated_snapshot(coordinator, self.args.dataset, take, self.args.recursive,
-                                      self.args.exclude)
+        try:
+            report = coordinated_snapshot(self.coordinator(), dataset, take, recursive, self.args.exclude)
+        except StateError as exc:   # raised before any VM was touched
+            return self.uncoordinated(dataset, name, recursive, str(exc))
         self.out(report, render.report_table)
         if failure:
-            print(f"error: the ZFS snapshot failed: {failure[0]}", file=sys.stderr)
+            error(f"the ZFS snapshot failed: {failure[0]}; the VMware snapshots were removed")
             return EXIT_ZFS
+        for warning in report.get("warnings", ()):
+            warn(warning)
         return EXIT_OK if report["vmsynced"] else EXIT_DEGRADED
 
+    def uncoordinated(self, dataset: str, name: str, recursive: bool, reason: str) -> int:
+        """The product's own state is unusable: no VM is touched, the snapshot is taken anyway."""
+        error(f"{reason}\nno VM was touched; the ZFS snapshot is taken without VMware coordination "
+              "(vmsynced=N); 'vmware-coord doctor' says how to repair the state")
+        try:
+            snapshot = zfs_snapshot.create_snapshot(self.shell, dataset, name, recursive,
+                                                    hooks.not_coordinated(reason))
+        except ShellError as exc:
+            error(f"the ZFS snapshot failed: {exc}")
+            return EXIT_ZFS
+        self.out({"snapshot": snapshot, "vmsynced": False, "coordinated": False, "reason": reason},
+                 lambda d: f"{d['snapshot']}: vmsynced=N (not coordinated)")
+        return EXIT_DEGRADED
+
     def hook(self) -> int:
-        """sanoid (SANOID_*) and zrepl (ZREPL_*) pre/post snapshot hooks."""
-        env = os.environ
-        datasets = [d for d in env.get("SANOID_TARGETS", env.get("ZREPL_FS", "")).split(",") if d]
-        snapnames = [s for s in env.get("SANOID_SNAPNAMES", env.get("ZREPL_SNAPNAME", "")).split(",") if s]
-        if not datasets:
-            raise InvalidInput.single("environment", "neither SANOID_TARGETS nor ZREPL_FS is set")
-        if env.get("ZREPL_DRYRUN") == "true":
+        """sanoid's and zrepl's pre/post snapshot hooks (app/hooks.py has their contracts)."""
+        call = hooks.read_call(os.environ, self.args.phase)
+        if call.dry_run:
             return EXIT_OK
-        coordinator = self.coordinator()
-        if self.args.phase == "pre":
-            coordinator.reconcile(sweep=False)
-            results = [coordinator.begin(d, detached=True) for d in datasets]
-            self.out([c.to_dict() for c in results], lambda docs: "\n".join(
-                f"{d['dataset']}: run {d['run_id']} begun, vmsynced={'Y' if d['vmsynced'] else 'N'}"
-                for d in docs))
-            return EXIT_OK
-        status = EXIT_OK
-        reports = []
-        for dataset in datasets:
-            record = coordinator.journal.latest_open_run(dataset)
-            if record is None:
-                print(f"error: no begun run for {dataset}: was the pre hook run?", file=sys.stderr)
-                status = EXIT_OTHER
+        if call.phase == "pre":
+            return self._pre(call)
+        return self._post(call)
+
+    def _hook_settings(self, call: hooks.HookCall) -> hooks.HookSettings:
+        settings = self.config.hooks
+        recursive = settings.recursive | (set(call.datasets) if self.args.recursive else set())
+        return hooks.HookSettings(strict=settings.strict or self.args.strict, recursive=frozenset(recursive),
+                                  timeout_s=self.args.timeout or settings.timeout_s,
+                                  post_wait_s=settings.post_wait_s)
+
+    def _pre(self, call: hooks.HookCall) -> int:
+        """Never stops the scheduler's snapshot unless strict mode says so: without it every
+        failure is reported and the exit is 0 (the post hook labels the snapshot N)."""
+        self.abandon_threads = True
+        try:
+            settings = self._hook_settings(call)
+            timeout = call.timeout_s or settings.timeout_s
+            seconds = hooks.budget(timeout, process_age_s())
+            coordinator = self.coordinator()
+            contexts = [hooks.pre(coordinator, call, settings, d, seconds) for d in call.datasets]
+        except Exception as exc:  # noqa: BLE001 - reported; the scheduler decides what follows
+            code = EXIT_INPUT if isinstance(exc, InvalidInput) else EXIT_OTHER
+            error(f"{describe(exc)}\nno VM was touched" + (
+                "" if self.args.strict else "; the snapshot goes ahead without VMware coordination "
+                                            "and the post hook labels it vmsynced=N"))
+            return code if self.args.strict else EXIT_OK
+        self.out([c.to_dict() for c in contexts], lambda docs: "\n".join(
+            f"{d['dataset']}: run {d['run_id']} begun, vmsynced={'Y' if d['vmsynced'] else 'N'}"
+            for d in docs))
+        below = [c for c in contexts if not c.vmsynced]
+        if settings.strict and below:
+            for context in below:
+                coordinator.end(context)   # no post hook will come for a refused snapshot
+            names = ", ".join(v.name for c in below for v in c.vms if not v.compliant) or "an endpoint"
+            error(f"strict: not every VM reached its requirement ({names}); the VMware snapshots were "
+                  "removed, and the scheduler should take no snapshot")
+            return EXIT_DEGRADED
+        return EXIT_OK
+
+    def _post(self, call: hooks.HookCall) -> int:
+        def label(snapshot: str, properties: dict[str, str]) -> None:
+            zfs_snapshot.set_properties(self.shell, snapshot, properties)
+
+        try:
+            coordinator = self.coordinator()
+        except (InvalidInput, StateError) as exc:
+            for dataset in call.datasets:
+                self._label_existing(call, dataset, hooks.not_coordinated(str(exc)))
+            error(f"{exc}\nthe snapshots were labelled vmsynced=N")
+            return EXIT_INPUT if isinstance(exc, InvalidInput) else EXIT_OTHER
+        status, reports = EXIT_OK, []
+        for dataset in call.datasets:
+            existing = self._snapshots_under(dataset)
+            try:
+                report = hooks.post(coordinator, call, dataset, existing, label)
+            except (LookupError, JournalError) as exc:
+                if isinstance(exc, JournalError):
+                    self._label_existing(call, dataset, hooks.not_coordinated(str(exc)))
+                hint = ": was the pre hook run?" if isinstance(exc, LookupError) else ""
+                error(f"{dataset}: {exc}{hint}")
+                status = worst(status, EXIT_OTHER)
                 continue
-            snapshot = f"{dataset}@{snapnames[0]}" if snapnames else None
-            # sanoid and zrepl take the snapshot themselves: label it afterwards.
-            report = end_and_label(coordinator, record.run_id, snapshot,
-                                   lambda name, props: zfs_snapshot.set_properties(self.shell, name, props))
             reports.append(report)
-            if not report["vmsynced"] and status == EXIT_OK:
-                status = EXIT_DEGRADED
+            for missing in report["missing_snapshots"]:
+                error(f"the ZFS snapshot {missing} does not exist (the scheduler's zfs snapshot failed?); "
+                      "the VMware snapshots were removed")
+            for child in report["uncoordinated_children"]:
+                error(f"{child}: taken recursively, but its VMs were not prepared: add {dataset} to "
+                      "hooks.recursive (sanoid recursive = zfs); labelled vmsynced=N")
+            for warning in report.get("warnings", ()):
+                warn(warning)
+            status = worst(status, EXIT_ZFS if report["missing_snapshots"] else
+                           EXIT_OK if report["vmsynced"] else EXIT_DEGRADED)
         self.out(reports, lambda docs: "\n\n".join(render.report_table(d) for d in docs))
         return status
+
+    def _snapshots_under(self, dataset: str) -> list[str]:
+        try:
+            return zfs_snapshot.list_snapshots(self.shell, dataset)
+        except ShellError as exc:
+            warn(f"the snapshots of {dataset} could not be listed: {exc}")
+            return []
+
+    def _label_existing(self, call: hooks.HookCall, dataset: str, properties: dict[str, str]) -> None:
+        present = set(self._snapshots_under(dataset))
+        for snapshot in call.snapshots(dataset):
+            if snapshot in present:
+                try:
+                    zfs_snapshot.set_properties(self.shell, snapshot, properties)
+                except ShellError as exc:
+                    warn(f"{snapshot} could not be labelled: {exc}")
 
     def reconcile(self) -> int:
         result = self.coordinator().reconcile(sweep=True)
@@ -149,17 +263,21 @@ class Cli:
             + "".join(f"\n  error {e}: {m}" for e, m in r["endpoint_errors"].items())))
         return EXIT_OK if not result["still_open"] and not result["endpoint_errors"] else EXIT_OTHER
 
+    def doctor(self) -> int:
+        findings = doctor.examine(self.config, connect=self.args.connect)
+        self.out([f.to_dict() for f in findings], doctor.render)
+        return EXIT_OK if all(f.ok for f in findings) else EXIT_OTHER
+
     def report(self) -> int:
         key = self.args.run
-        record = history.find_run(Journal(self.config.journal_path), key)
+        record = history.find_run(Journal(self.config.journal_path, readonly=True), key)
         if record is None:
-            print(f"error: no run {key!r} in {self.config.journal_path}", file=sys.stderr)
-            return EXIT_OTHER
+            raise NotFound("run", key)
         self.out(record.document, render.report_table)
         return EXIT_OK
 
     def runs(self) -> int:
-        docs = history.runs(Journal(self.config.journal_path), self.args.limit)
+        docs = history.runs(Journal(self.config.journal_path, readonly=True), self.args.limit)
         self.out(docs, lambda ds: render.table(
             ["run", "dataset", "snapshot", "state", "started", "vmsynced"],
             [[d["run_id"], d["dataset"], d["snapshot"] or "-", d["state"],
@@ -174,58 +292,132 @@ class Cli:
         return EXIT_OK
 
     def policy(self) -> int:
-        self.config.state_dir.mkdir(parents=True, exist_ok=True)
-        with SqlitePolicyRepository(self.config.policy_db) as repo:
-            action = self.args.action
-            if action == "list":
+        action = self.args.action
+        if action == "list":
+            with SqlitePolicyRepository(self.config.policy_db, readonly=True) as repo:
                 docs = [p.to_dict() for p in repo.list()]
-                self.out(docs, lambda ds: render.table(
-                    ["id", "priority", "name", "enabled", "ladder", "match"],
-                    [[d["id"], d["priority"], d["name"], d["enabled"], " > ".join(d["ladder"]),
-                      json.dumps(d.get("match") or {}, sort_keys=True)] for d in ds]))
-                return EXIT_OK
+            self.out(docs, lambda ds: render.table(
+                ["id", "priority", "name", "enabled", "ladder", "match"],
+                [[d["id"], d["priority"], d["name"], d["enabled"], " > ".join(d["ladder"]),
+                  json.dumps(d.get("match") or {}, sort_keys=True)] for d in ds]))
+            return EXIT_OK
+        document = None if action == "delete" else self._document()
+        with SqlitePolicyRepository(self.config.policy_db) as repo:
             if action == "delete":
                 repo.delete(self._policy_id(repo))
                 return EXIT_OK
-            document = json.loads(self.args.document) if self.args.document else json.load(sys.stdin)
             if action == "create":
                 policy = repo.create(document)
             else:
                 policy = repo.update(self._policy_id(repo), document)
-            self.out(policy.to_dict(), lambda d: f"policy {d['id']} '{d['name']}' saved")
-            return EXIT_OK
+        self.out(policy.to_dict(), lambda d: f"policy {d['id']} '{d['name']}' saved")
+        return EXIT_OK
+
+    def _document(self) -> Any:
+        if self.args.document is not None:
+            return documents.parse_json(self.args.document, "document")
+        return documents.parse_json(documents.read_stream(sys.stdin.buffer, "document"), "document")
 
     def _policy_id(self, repo: SqlitePolicyRepository) -> int:
         ref = self.args.policy
-        return int(ref) if ref.isdigit() else repo.get_by_name(ref).id
+        if not ref:
+            raise InvalidInput.single("policy", "give the id or the name of the policy")
+        if ref.isdigit():
+            if int(ref) > MAX_ID:
+                raise InvalidInput.single("policy", f"{ref} is not a policy id (ids are at most {MAX_ID})")
+            return int(ref)
+        return repo.get_by_name(ref).id or 0
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (the scheduler's timeout started then too)."""
+    try:
+        fields = open("/proc/self/stat").read().rpartition(")")[2].split()   # noqa: SIM115
+        start_ticks = int(fields[19])
+        uptime = float(open("/proc/uptime").read().split()[0])   # noqa: SIM115
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, (InvalidInput, StateError, HypervisorFailure, NotFound)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# --- arguments ----------------------------------------------------------------------------
+
+
+def _bounded_number(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if isinstance(value, float) and not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+    return parse
+
+
+def _dataset(text: str) -> str:
+    problem = dataset_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"'{text}' {problem}")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:   # argparse's own exit code for usage is 2 too
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INPUT, f"error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vmware-coord", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="vmware-coord", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="configuration file (TOML or JSON)")
     parser.add_argument("--json", action="store_true", help="print JSON documents instead of tables")
     parser.add_argument("--progress", action="store_true", help="print per-VM progress on stderr")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def scoped(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("dataset")
+        p.add_argument("dataset", type=_dataset)
         p.add_argument("-r", "--recursive", action="store_true", help="include child datasets")
-        p.add_argument("-x", "--exclude", action="append", default=[], help="a child dataset to leave out")
+        p.add_argument("-x", "--exclude", action="append", default=[], type=_dataset,
+                       help="a child dataset to leave out")
         return p
 
     scoped("plan", "dry run: what a snapshot would do to each VM")
     snap = scoped("snapshot", "VMware snapshots -> zfs snapshot -> remove them")
     snap.add_argument("-n", "--name", help="snapshot name (default vmware-coord-YYYYmmdd-HHMMSS)")
-    hook = sub.add_parser("hook", help="sanoid/zrepl pre or post snapshot hook")
-    hook.add_argument("phase", choices=["pre", "post"])
+    hook = sub.add_parser("hook", help="sanoid/zrepl pre or post snapshot hook (the phase may come "
+                                       "from ZREPL_HOOKTYPE or SANOID_SCRIPT instead)")
+    hook.add_argument("phase", nargs="?", choices=["pre", "post"])
+    hook.add_argument("--recursive", action="store_true",
+                      help="the scheduler snapshots recursively (sanoid recursive = zfs)")
+    hook.add_argument("--strict", action="store_true",
+                      help="pre fails when not every VM reached its requirement")
+    hook.add_argument("--timeout", type=_bounded_number(float, 2, 3600),
+                      help="the scheduler's hook timeout in seconds (sanoid's script_timeout)")
     sub.add_parser("reconcile", help="finish interrupted runs, remove orphaned VMware snapshots")
+    doc = sub.add_parser("doctor", help="check the configuration and the state directory, say how to repair")
+    doc.add_argument("--connect", action="store_true", help="also log in to every endpoint")
     rep = sub.add_parser("report", help="the per-VM manifest of a run or of a ZFS snapshot")
     rep.add_argument("run", help="a run id, or dataset@snapshot")
     runs = sub.add_parser("runs", help="recent runs")
-    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--limit", type=_bounded_number(int, 1, 100000), default=20)
     for name, text in (("install-plugin", "place the loader module in middlewared's plugins directory"),
                        ("uninstall-plugin", "remove the loader module from middlewared's plugins directory")):
         inst = sub.add_parser(name, help=text)
@@ -233,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
         inst.add_argument("--site", help="where truenas_vmware_coord is installed (default: this one)")
     fp = sub.add_parser("fingerprint", help="the SHA-256 fingerprint of a server's certificate, to pin")
     fp.add_argument("host")
-    fp.add_argument("--port", type=int, default=443)
-    fp.add_argument("--timeout", type=float, default=10.0)
+    fp.add_argument("--port", type=_bounded_number(int, 1, 65535), default=443)
+    fp.add_argument("--timeout", type=_bounded_number(float, 0.1, 300), default=10.0)
     pol = sub.add_parser("policy", help="per-VM exception policies")
     pol.add_argument("action", choices=["list", "create", "update", "delete"])
     pol.add_argument("policy", nargs="?", help="id or name (update, delete)")
@@ -253,19 +445,35 @@ def main(argv: list[str] | None = None, shell: Shell | None = None) -> int:
         try:
             return install.main(args.command, args.plugins_dir, args.site)
         except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            error(str(exc))
             return EXIT_OTHER
     cli = Cli(args, shell or LocalShell())
+    code = run(cli)
+    if cli.abandon_threads:
+        # A pre hook must be gone before its scheduler's timeout: VMware calls still in flight
+        # are abandoned; their intents are journaled, and post or reconcile settles them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def run(cli: Cli) -> int:
+    """The command, its failures as exit codes and one line each (a traceback only with -v)."""
     try:
-        return getattr(cli, args.command)()
-    except InvalidInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return getattr(cli, cli.args.command)()
+    except (InvalidInput, NotFound) as exc:
+        error(str(exc) if isinstance(exc, InvalidInput) else f"{cli.args.command}: {exc}")
         return EXIT_INPUT
-    except json.JSONDecodeError as exc:
-        print(f"error: document: not valid JSON: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except (VsphereError, LookupError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except StateError as exc:
+        error(f"{exc}\n'vmware-coord doctor' checks the state directory")
+        return EXIT_OTHER
+    except (HypervisorFailure, OSError, LookupError, ShellError) as exc:
+        error(describe(exc))
+        return EXIT_OTHER
+    except Exception as exc:  # noqa: BLE001 - never a traceback for a user; -v logs it
+        log.info("unexpected failure", exc_info=True)
+        error(f"unexpected {describe(exc)} (run with -v for details)")
         return EXIT_OTHER
 
 

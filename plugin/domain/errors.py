@@ -48,3 +48,8 @@ class NotFound(LookupError):
         self.kind = kind
         self.key = key
         super().__init__(f"{kind} {key!r} does not exist")
+
+
+class StateError(Exception):
+    """The product's own state (journal, policy store) cannot be used. The message names the
+    file, what is wrong with it and how to repair it; it never carries a traceback."""

@@ -27,7 +27,7 @@ from ..domain.strategies import STRATEGIES
 from ..domain.strategies.base import ActionKind, StrategyModule
 from .calls import bounded
 from .context import RunContext, snapshot_name
-from .journal import ActionState
+from .journal import ActionState, JournalError
 from .limits import Slots, SlotTimeout
 from .operations import VmOperations
 from .parts import Parts
@@ -43,9 +43,10 @@ Work = tuple[VmPlan, Resolution, VmOutcome]
 class _Run:
     """In-process state of one begin phase, shared by its worker threads."""
 
-    def __init__(self, run_id: str, deadline: float) -> None:
+    def __init__(self, run_id: str, deadline: float, limit_s: float) -> None:
         self.run_id = run_id
         self.deadline = deadline
+        self.limit_s = limit_s
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.frozen: set[int] = set()   # outcomes begin already reported (deadline)
@@ -55,22 +56,30 @@ class _Run:
 
 
 def begin(parts: Parts, dataset: str, recursive: bool = False, exclude: Iterable[str] = (),
-          detached: bool = False, run_id: str | None = None) -> RunContext:
+          detached: bool = False, run_id: str | None = None, hook_key: str | None = None,
+          deadline_s: float | None = None) -> RunContext:
     """Take every VMware snapshot the plan asks for; return within the begin deadline.
 
-    ``detached``: another process will call ``end`` (pre/post snapshot hooks), so the run
-    is alive while it is young rather than while this process lives. ``run_id``: begin
-    is idempotent: a run that already began returns its context and takes nothing again.
+    ``detached``: another process will call ``end``, so the run is alive while it is young
+    rather than while this process lives. ``run_id``: begin is idempotent: a run that
+    already began returns its context and takes nothing again. ``hook_key``: what a pre
+    hook was given, for its post hook to find exactly this run. ``deadline_s``: a shorter
+    begin deadline than the configured one (a scheduler's hook timeout).
+
+    Raises ``JournalError`` only when the run cannot even be recorded: then nothing was
+    done to any VM. Every later failure is a VM's or an endpoint's, in the context.
     """
     if run_id is not None:
         record = parts.journal.run(run_id)
         if record is not None and record.context:
             return RunContext.from_dict(record.context)
     started = time.monotonic()
-    run = _Run(run_id or uuid.uuid4().hex[:16], started + parts.config.begin_deadline_s)
+    limit = min(parts.config.begin_deadline_s, parts.config.begin_deadline_s if deadline_s is None
+                else deadline_s)
+    run = _Run(run_id or uuid.uuid4().hex[:16], started + limit, limit)
     exclude = sorted(set(exclude))
     parts.journal.start_run(run.run_id, dataset, recursive, parts.clock(),
-                            owner_pid=None if detached else os.getpid())
+                            owner_pid=None if detached else os.getpid(), hook_key=hook_key)
     context = RunContext(run.run_id, dataset, recursive, exclude, parts.clock(), [], {}, [])
     try:
         _begin(parts, run, context)
@@ -78,7 +87,11 @@ def begin(parts: Parts, dataset: str, recursive: bool = False, exclude: Iterable
         log.exception("run %s: begin failed", run.run_id)
         context.endpoint_errors["engine"] = f"begin failed: {describe(exc)}"
     context.begin_seconds = time.monotonic() - started
-    parts.journal.save_context(run.run_id, context.to_dict())
+    try:
+        parts.journal.save_context(run.run_id, context.to_dict())
+    except JournalError as exc:   # the ZFS snapshot goes ahead; end works from this context
+        log.error("run %s: %s", run.run_id, exc)
+        context.warnings.append(str(exc))
     return context
 
 
@@ -127,7 +140,7 @@ def _execute(parts: Parts, run: _Run, sessions: dict[str, Hypervisor], work: lis
             run.frozen.add(id(outcome))
             outcome.consistency, outcome.achieved = Consistency.CRASH, None
             outcome.reasons.append(
-                f"crash-consistent: the begin deadline of {parts.config.begin_deadline_s:g} s "
+                f"crash-consistent: the begin deadline of {run.limit_s:g} s "
                 "passed before VMware answered (a late snapshot is removed by end or reconcile)")
     pool.shutdown(wait=False)
 
@@ -181,13 +194,17 @@ def _attempt(parts: Parts, run: _Run, hv: Hypervisor, vp: VmPlan, res: Resolutio
     started = time.monotonic()
     step = module.apply(ops, res.options)
     latency = time.monotonic() - started
+    try:
+        if step.ok:
+            parts.journal.update(action, ActionState.DONE, parts.clock(), snapshot_moref=step.result)
+        elif step.state == "failed" and not module.failure_may_linger:
+            parts.journal.update(action, ActionState.FAILED, parts.clock(), error=step.message)
+        # Otherwise the intent stays open: end and reconcile find out what really happened.
+    except JournalError as exc:   # the intent is open: end finds the result from the context
+        log.error("run %s: VM %s: %s", run.run_id, vp.facts.name, exc)
     if step.ok:
-        parts.journal.update(action, ActionState.DONE, parts.clock(), snapshot_moref=step.result)
         made = (name, str(step.result), latency) if name is not None else None
         return Attempt(module.name, "ok", latency_s=latency), made
-    if step.state == "failed" and not module.failure_may_linger:
-        parts.journal.update(action, ActionState.FAILED, parts.clock(), error=step.message)
-    # Otherwise the intent stays open: end and reconcile find out what really happened.
     return Attempt(module.name, step.state, step.fault_type, step.message, latency), None
 
 

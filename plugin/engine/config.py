@@ -21,5 +21,8 @@ class EngineConfig:
     end_deadline_s: float = float(_DEFAULTS["end_deadline_seconds"])
     # a marked snapshot of an unknown run older than this goes
     marker_max_age_s: float = float(_DEFAULTS["marker_max_age_seconds"])
+    # finished runs the journal keeps: newer than this many days, and at most this many
+    retention_days: float = float(_DEFAULTS["journal_retention"]["days"])
+    retention_runs: int = int(_DEFAULTS["journal_retention"]["runs"])
     active_run_max_age_s: float = 3600.0   # a begun run older than this is dead, owner or not
     detached_run_max_age_s: float = 900.0  # a hook run (no owner process) is dead after this

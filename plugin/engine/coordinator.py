@@ -64,8 +64,10 @@ class Coordinator:
         return planning.plan(self.parts, dataset, recursive, exclude, policies)
 
     def begin(self, dataset: str, recursive: bool = False, exclude: Iterable[str] = (),
-              detached: bool = False, run_id: str | None = None) -> RunContext:
-        return begin_phase.begin(self.parts, dataset, recursive, exclude, detached, run_id)
+              detached: bool = False, run_id: str | None = None, hook_key: str | None = None,
+              deadline_s: float | None = None) -> RunContext:
+        return begin_phase.begin(self.parts, dataset, recursive, exclude, detached, run_id, hook_key,
+                                 deadline_s)
 
     def end(self, context: RunContext | str, snapshot: str | None = None) -> dict[str, Any]:
         return end_phase.end(self.parts, context, snapshot)
@@ -82,5 +84,5 @@ class Coordinator:
         self.journal.set_snapshot(context.run_id, snapshot)
         return report
 
-    def reconcile(self, sweep: bool = True) -> dict[str, Any]:
-        return reconcile_phase.reconcile(self.parts, sweep)
+    def reconcile(self, sweep: bool = True, deadline_s: float | None = None) -> dict[str, Any]:
+        return reconcile_phase.reconcile(self.parts, sweep, deadline_s)

@@ -6,6 +6,10 @@ step journaled. Nothing here may stop the undo of the other rows: an endpoint th
 be reached, a read that fails, a strategy that raises, each leaves its rows open for
 reconcile and says so in the manifest. Snapshot intents whose outcome is unknown (the
 create got no answer) are settled first: the snapshot is looked up by its name.
+
+When the journal itself fails (a full or read-only disk), the undo goes on from what the
+run's context knows, every journal write is best effort, and the manifest says what could
+not be recorded: a VM is never left off because a disk is full.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 from ..domain.strategies import STRATEGIES
 from ..domain.strategies.base import ActionKind
 from .context import RunContext
-from .journal import ActionRecord, ActionState
+from .journal import ActionRecord, ActionState, JournalError
 from .limits import Slots, SlotTimeout
 from .operations import UndoVmOperations
 from .parts import Parts
@@ -35,7 +39,13 @@ Undone = list[tuple[ActionRecord, str]]
 def end(parts: Parts, context: RunContext | str, snapshot: str | None = None) -> dict[str, Any]:
     """Undo everything this run did; return the final manifest (also stored)."""
     run_id = context if isinstance(context, str) else context.run_id
-    record = parts.journal.run(run_id)
+    warnings: list[str] = []
+    try:
+        record = parts.journal.run(run_id)
+    except JournalError:
+        if isinstance(context, str):
+            raise   # nothing else knows what this run did
+        record = None
     if record is not None and record.ended and record.manifest:
         return record.manifest   # idempotent: an ended run is not undone twice
     if isinstance(context, str):
@@ -44,14 +54,19 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None) ->
         context = RunContext.from_dict(record.context)
     if snapshot:
         context.snapshot = snapshot
-        parts.journal.set_snapshot(context.run_id, snapshot)
+        _best_effort(warnings, parts.journal.set_snapshot, context.run_id, snapshot)
     deadline = time.monotonic() + parts.config.end_deadline_s
     sessions = parts.sessions.take(context.run_id)
     by_vm = {(o.endpoint_id, o.moref): o for o in context.vms}
     placement = {key: (o.host, tuple(o.datastores)) for key, o in by_vm.items()}
     try:
-        undone, consolidation = undo(parts, parts.journal.actions(context.run_id, open_only=True),
-                                     sessions, deadline, placement)
+        actions = parts.journal.actions(context.run_id, open_only=True)
+    except JournalError as exc:
+        warnings.append(f"{exc}; undoing what the run's context knows (late operations of VMs past "
+                        "the begin deadline are left to reconcile's marker sweep)")
+        actions = _actions_from_context(context)
+    try:
+        undone, consolidation = undo(parts, actions, sessions, deadline, placement)
     finally:
         for hv in sessions.values():
             hv.close()
@@ -60,7 +75,7 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None) ->
         if outcome is not None:
             outcome.undo = word
     # Each snapshot's own life, from the journal: created (done) until removed (closed).
-    for action in parts.journal.actions(context.run_id):
+    for action in _best_effort(warnings, parts.journal.actions, context.run_id) or ():
         outcome = by_vm.get((action.endpoint_id, action.vm_moref))
         if (outcome is not None and action.kind is ActionKind.SNAPSHOT and action.done_at
                 and action.closed_at and action.state is ActionState.CLOSED):
@@ -74,8 +89,55 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None) ->
     report["ended_at"] = parts.clock()
     report["leftovers"] = [f"{a.vm_name}: {word}" for a, word in undone
                            if word == STRATEGIES[a.strategy].undo_failure]
-    parts.journal.end_run(context.run_id, report, parts.clock())
+    report["warnings"] = list(dict.fromkeys([*report["warnings"], *warnings]))
+    _best_effort(report["warnings"], parts.journal.end_run, context.run_id, report, parts.clock())
+    prune(parts)
     return report
+
+
+def prune(parts: Parts) -> None:
+    """Keep the journal within its retention (never a run that is not finished)."""
+    try:
+        parts.journal.prune(parts.clock(), parts.config.retention_days, parts.config.retention_runs)
+    except JournalError as exc:   # a journal too big is a problem for later, not for this run
+        log.warning("pruning the journal failed: %s", exc)
+
+
+def _best_effort(warnings: list[str], call: Any, *args: Any) -> Any:
+    """A journal call whose failure is reported, not raised: the undo matters more."""
+    try:
+        return call(*args)
+    except JournalError as exc:
+        log.error("%s", exc)
+        if str(exc) not in warnings:
+            warnings.append(str(exc))
+        return None
+
+
+def _actions_from_context(context: RunContext) -> list[ActionRecord]:
+    """What the context knows this run did (the journal could not be read): id 0 rows."""
+    found = []
+    for o in context.vms:
+        module = STRATEGIES[o.achieved] if o.achieved is not None else None
+        if module is None or module.action is None or (module.action is ActionKind.SNAPSHOT
+                                                        and not o.snapshot_moref):
+            continue
+        found.append(ActionRecord(
+            id=0, run_id=context.run_id, endpoint_id=o.endpoint_id, vm_moref=o.moref, vm_name=o.name,
+            kind=module.action, strategy=module.name, state=ActionState.DONE, snapshot_name=o.snapshot_name,
+            snapshot_moref=o.snapshot_moref, error=None, created_at=context.started_at, done_at=None,
+            closed_at=None))
+    return found
+
+
+def _record(parts: Parts, action: ActionRecord, state: ActionState, **fields: Any) -> None:
+    """Journal how an action ended, if it is in the journal and the journal can be written."""
+    if action.id == 0:
+        return
+    try:
+        parts.journal.update(action.id, state, parts.clock(), **fields)
+    except JournalError as exc:   # the row stays open: reconcile sees it again and finds it done
+        log.error("%s (recording %s of %s)", exc, state.value, action.vm_name)
 
 
 def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervisor], deadline: float,
@@ -124,11 +186,8 @@ def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervis
 
 
 def _left_open(parts: Parts, action: ActionRecord, error: str) -> tuple[ActionRecord, str]:
-    """The row stays open for reconcile (if the journal can still be written)."""
-    try:
-        parts.journal.update(action.id, ActionState.UNDO_FAILED, parts.clock(), error=error)
-    except Exception:  # noqa: BLE001 - the row is open anyway; reconcile retries it
-        log.exception("journaling the failed undo of %s failed", action.vm_name)
+    """The row stays open for reconcile."""
+    _record(parts, action, ActionState.UNDO_FAILED, error=error)
     return action, STRATEGIES[action.strategy].undo_failure
 
 
@@ -141,9 +200,9 @@ def _undo_within_limits(parts: Parts, hv: Hypervisor, action: ActionRecord, dead
     except SlotTimeout as exc:
         return _left_open(parts, action, str(exc))
     if undone.closed:
-        parts.journal.update(action.id, ActionState.CLOSED, parts.clock())
+        _record(parts, action, ActionState.CLOSED)
     else:
-        parts.journal.update(action.id, ActionState.UNDO_FAILED, parts.clock(), error=undone.error)
+        _record(parts, action, ActionState.UNDO_FAILED, error=undone.error)
     return action, undone.word
 
 
@@ -184,9 +243,8 @@ def _settle_in_doubt(parts: Parts, hv: Hypervisor, actions: list[ActionRecord]
                  if s.name == a.snapshot_name and s.moref not in claimed]
         if found:
             claimed.add(found[0].moref)
-            parts.journal.update(a.id, ActionState.DONE, parts.clock(), snapshot_moref=found[0].moref)
+            _record(parts, a, ActionState.DONE, snapshot_moref=found[0].moref)
             settled.append(dataclasses.replace(a, state=ActionState.DONE, snapshot_moref=found[0].moref))
         else:
-            parts.journal.update(a.id, ActionState.CLOSED, parts.clock(),
-                                 error=a.error or "no snapshot was created")
+            _record(parts, a, ActionState.CLOSED, error=a.error or "no snapshot was created")
     return settled, [], ""

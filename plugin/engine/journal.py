@@ -4,6 +4,12 @@ An action row is committed *before* the VMware call that may create something (a
 snapshot, a power-off), updated when the call completes, and closed when it is undone.
 Whatever crashes in between, ``reconcile`` finds the rows that are not closed and finishes
 them. Rows refer to endpoints by id and never hold a password.
+
+The journal is also where things go wrong on a real disk: a read-only or full state
+directory, a file that is not (or no longer) a database. Every such failure leaves this
+module as a ``JournalError`` that names the file and says how to repair it. A corrupted
+journal is moved aside (``<name>.corrupt-<UTC time>``), never silently reused, and a fresh
+one takes its place; ``moved_aside`` says so, for the caller to report.
 """
 
 from __future__ import annotations
@@ -12,18 +18,32 @@ import contextlib
 import dataclasses
 import enum
 import fcntl
+import functools
 import json
+import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from ..domain.errors import StateError
 from ..domain.model import Strategy
 from ..domain.strategies import UNDO_BY_KIND
 from ..domain.strategies.base import ActionKind
+from ..store import sqlite
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class JournalError(StateError):
+    """The journal cannot be read or written; the message names the file and the fix."""
 
 
 class ActionState(enum.StrEnum):
@@ -40,7 +60,8 @@ class ActionState(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class ActionRecord:
-    """One journaled operation on one VM, and how far it got."""
+    """One journaled operation on one VM, and how far it got. ``id`` 0: known only from a
+    run's context, not from the journal (the journal could not be read)."""
 
     id: int
     run_id: str
@@ -65,13 +86,15 @@ class RunRecord:
     run_id: str
     dataset: str
     recursive: bool
-    snapshot: str | None
+    snapshot: str | None         # the (first) ZFS snapshot it made
     state: str                   # begun | ended
     owner_pid: int | None        # the process that will end it; None: a detached hook run
     started_at: float
     ended_at: float | None
     context: dict[str, Any] | None
     manifest: dict[str, Any] | None
+    hook_key: str | None = None       # what a pre hook was given; its post must give the same
+    live_until: float | None = None   # a detached run stops counting as alive at this time
 
     @property
     def ended(self) -> bool:
@@ -93,8 +116,10 @@ CREATE TABLE IF NOT EXISTS runs (
     owner_pid INTEGER,              -- the process that will end it; NULL: a detached hook run
     started_at REAL NOT NULL,
     ended_at REAL,
-    context TEXT,                   -- JSON, secret-free
-    manifest TEXT                   -- JSON run report
+    context BLOB,                   -- JSON, secret-free (zlib-compressed; TEXT in older rows)
+    manifest BLOB,                  -- JSON run report (likewise)
+    hook_key TEXT,                  -- scheduler, dataset and snapshot names a pre hook was given
+    live_until REAL                 -- detached runs: alive until then
 );
 CREATE TABLE IF NOT EXISTS actions (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -112,28 +137,117 @@ CREATE TABLE IF NOT EXISTS actions (
     done_at REAL,
     closed_at REAL
 );
+CREATE TABLE IF NOT EXISTS run_snapshots (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    snapshot TEXT NOT NULL,
+    PRIMARY KEY (run_id, snapshot)
+);
 CREATE INDEX IF NOT EXISTS actions_open ON actions(state) WHERE state IN ('intent', 'done', 'undo_failed');
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
 CREATE INDEX IF NOT EXISTS runs_snapshot ON runs(snapshot);
+CREATE INDEX IF NOT EXISTS run_snapshots_snapshot ON run_snapshots(snapshot);
+CREATE INDEX IF NOT EXISTS runs_hook_key ON runs(hook_key) WHERE state = 'begun';
 """
+# Columns added since the first release, with their types: an older journal gains them.
+_ADDED = {"runs": {"hook_key": "TEXT", "live_until": "REAL"}, "actions": {"strategy": "TEXT"}}
+_OPEN_STATES = "('intent', 'done', 'undo_failed')"
+# Ended runs with no open action that are too old, or beyond the newest N ended ones.
+_PRUNABLE = (
+    "SELECT run_id FROM runs WHERE state = 'ended' AND run_id NOT IN "
+    "(SELECT run_id FROM actions WHERE state IN ('intent', 'done', 'undo_failed')) AND (started_at < ? "
+    "OR run_id NOT IN (SELECT run_id FROM runs WHERE state = 'ended' ORDER BY started_at DESC LIMIT ?))")
+
+
+def _explain(path: Path, exc: BaseException) -> JournalError:
+    return JournalError("journal " + sqlite.explain(
+        path, exc, corrupt_fix="it is moved aside and replaced by a new one on the next run that writes it"))
+
+
+def _guarded(method: Callable[P, R]) -> Callable[P, R]:
+    """Let only JournalErrors out of a journal method."""
+
+    @functools.wraps(method)
+    def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except JournalError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise _explain(args[0].path, exc) from None  # type: ignore[attr-defined]
+
+    return call
 
 
 class Journal:
     """One SQLite file; safe to share between the threads of one run."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.moved_aside: Path | None = None
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=30)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(actions)")}
-        if "strategy" not in columns:
-            self._db.execute("ALTER TABLE actions ADD COLUMN strategy TEXT")
+        try:
+            self._db = self._connect(readonly)
+            if not readonly:
+                self._prepare()
+        except JournalError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            if readonly or not sqlite.corrupt(exc):
+                raise _explain(self.path, exc) from None
+            self.moved_aside = self._move_aside(exc)
+            self._db = self._connect(False)
+            self._prepare()
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if readonly and not self.path.exists():   # no run made yet: nothing to read
+            db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.executescript(_SCHEMA)
+            return db
+        if readonly:
+            db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
+                                 isolation_level=None, timeout=30)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.row_factory = sqlite3.Row
+        try:
+            found = db.execute("PRAGMA quick_check").fetchone()[0]
+        except BaseException:
+            db.close()
+            raise
+        if found != "ok":
+            db.close()
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {found}")
+        return db
+
+    def _prepare(self) -> None:
+        db = self._db
+        if not db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")   # pruning gives space back
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(_SCHEMA)
+        for table, columns in _ADDED.items():
+            present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+
+    def _move_aside(self, exc: BaseException) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                part = Path(f"{self.path}{suffix}")
+                if part.exists():
+                    part.rename(f"{aside}{suffix}")
+        except OSError as err:
+            raise _explain(self.path, err) from None
+        log.error("journal %s is corrupted (%s): moved aside to %s; a new journal is used. Runs "
+                  "recorded only there are not finished by reconcile, but their VMware snapshots "
+                  "carry the marker and are swept once older than the marker age.", self.path, exc, aside)
+        return aside
 
     def close(self) -> None:
         with self._lock:
@@ -150,11 +264,22 @@ class Journal:
                 raise
             self._db.execute("COMMIT")
 
+    def _has(self, table: str) -> bool:
+        return bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
+
+    def _rows(self, query: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(query, tuple(args)).fetchall()
+
     @contextlib.contextmanager
     def exclusive(self, timeout: float = 600) -> Iterator[None]:
         """Serialise runs' critical sections and reconcile across processes."""
         lock_path = self.path.with_suffix(self.path.suffix + ".lock")
-        with open(lock_path, "a+") as handle:
+        try:
+            handle = open(lock_path, "a+")  # noqa: SIM115 - held for the whole block
+        except OSError as exc:
+            raise _explain(self.path, exc) from None
+        with handle:
             deadline = time.monotonic() + timeout
             while True:
                 try:
@@ -171,63 +296,96 @@ class Journal:
 
     # --- runs ----------------------------------------------------------------------------
 
+    @_guarded
     def start_run(self, run_id: str, dataset: str, recursive: bool, now: float,
-                  owner_pid: int | None) -> None:
+                  owner_pid: int | None, hook_key: str | None = None) -> None:
         with self._tx() as db:
-            db.execute("INSERT INTO runs(run_id, dataset, recursive, state, owner_pid, started_at) "
-                       "VALUES (?, ?, ?, 'begun', ?, ?)",
-                       (run_id, dataset, int(recursive), owner_pid, now))
+            db.execute("INSERT INTO runs(run_id, dataset, recursive, state, owner_pid, started_at, hook_key) "
+                       "VALUES (?, ?, ?, 'begun', ?, ?, ?)",
+                       (run_id, dataset, int(recursive), owner_pid, now, hook_key))
 
+    @_guarded
     def save_context(self, run_id: str, context: dict[str, Any]) -> None:
         with self._tx() as db:
-            db.execute("UPDATE runs SET context = ? WHERE run_id = ?",
-                       (json.dumps(context, sort_keys=True), run_id))
+            db.execute("UPDATE runs SET context = ? WHERE run_id = ?", (_dump(context), run_id))
 
+    @_guarded
+    def detach(self, run_id: str, live_until: float) -> None:
+        """The run's owner leaves; it is alive (for its post hook) until ``live_until``."""
+        with self._tx() as db:
+            db.execute("UPDATE runs SET owner_pid = NULL, live_until = ? WHERE run_id = ?",
+                       (live_until, run_id))
+
+    @_guarded
     def set_snapshot(self, run_id: str, snapshot: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE runs SET snapshot = ? WHERE run_id = ?", (snapshot, run_id))
+            db.execute("UPDATE runs SET snapshot = COALESCE(snapshot, ?) WHERE run_id = ?",
+                       (snapshot, run_id))
+            db.execute("INSERT OR IGNORE INTO run_snapshots(run_id, snapshot) VALUES (?, ?)",
+                       (run_id, snapshot))
 
+    @_guarded
     def end_run(self, run_id: str, manifest: dict[str, Any], now: float) -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET state = 'ended', ended_at = ?, manifest = ? WHERE run_id = ?",
-                       (now, json.dumps(manifest, sort_keys=True), run_id))
+                       (now, _dump(manifest), run_id))
 
+    @_guarded
     def run(self, run_id: str) -> RunRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return self._run_record(row)
+        rows = self._rows("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        return _run(rows[0]) if rows else None
 
+    @_guarded
     def run_for_snapshot(self, snapshot: str) -> RunRecord | None:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM runs WHERE snapshot = ? ORDER BY started_at DESC",
-                                   (snapshot,)).fetchone()
-        return self._run_record(row)
+        if not self._has("run_snapshots"):   # an older journal, opened read-only
+            rows = self._rows("SELECT * FROM runs WHERE snapshot = ? ORDER BY started_at DESC", (snapshot,))
+        else:
+            rows = self._rows("SELECT runs.* FROM runs JOIN run_snapshots USING (run_id) "
+                              "WHERE run_snapshots.snapshot = ? UNION SELECT * FROM runs WHERE snapshot = ? "
+                              "ORDER BY started_at DESC", (snapshot, snapshot))
+        return _run(rows[0]) if rows else None
 
-    def latest_open_run(self, dataset: str) -> RunRecord | None:
-        """The newest run of ``dataset`` that began and has not ended (pre/post hooks)."""
-        with self._lock:
-            row = self._db.execute(
-                "SELECT * FROM runs WHERE dataset = ? AND state = 'begun' ORDER BY started_at DESC",
-                (dataset,)).fetchone()
-        return self._run_record(row)
+    @_guarded
+    def snapshots_of(self, run_id: str) -> list[str]:
+        return [r["snapshot"] for r in self._rows(
+            "SELECT snapshot FROM run_snapshots WHERE run_id = ? ORDER BY snapshot", (run_id,))]
 
+    @_guarded
+    def open_run_for_hook(self, hook_key: str) -> RunRecord | None:
+        """The begun run a pre hook recorded under exactly this key."""
+        rows = self._rows("SELECT * FROM runs WHERE hook_key = ? AND state = 'begun' "
+                          "ORDER BY started_at DESC", (hook_key,))
+        return _run(rows[0]) if rows else None
+
+    @_guarded
     def runs(self, limit: int = 50) -> list[RunRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?",
-                                    (limit,)).fetchall()
-        return [_run(r) for r in rows]
+        return [_run(r) for r in self._rows("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))]
 
+    @_guarded
     def begun_runs(self) -> list[RunRecord]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM runs WHERE state = 'begun'").fetchall()
-        return [_run(r) for r in rows]
+        return [_run(r) for r in self._rows("SELECT * FROM runs WHERE state = 'begun'")]
 
-    @staticmethod
-    def _run_record(row: sqlite3.Row | None) -> RunRecord | None:
-        return None if row is None else _run(row)
+    @_guarded
+    def prune(self, now: float, keep_days: float, keep_runs: int) -> int:
+        """Forget ended runs older than ``keep_days`` or beyond the newest ``keep_runs``; never
+        a run that has not ended or still has an open action. Returns how many went."""
+        with self._tx() as db:
+            cut = db.execute(_PRUNABLE, (now - keep_days * 86400, keep_runs)).fetchall()
+            gone = [r["run_id"] for r in cut]
+            for table in ("actions", "run_snapshots", "runs"):
+                db.executemany(f"DELETE FROM {table} WHERE run_id = ?", [(g,) for g in gone])  # noqa: S608
+        if gone:
+            with self._lock:
+                if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] == 0:
+                    # A journal made before pruning existed: converted once, then incremental.
+                    self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                    self._db.execute("VACUUM")
+                self._db.execute("PRAGMA incremental_vacuum")
+        return len(gone)
 
     # --- actions -------------------------------------------------------------------------
 
+    @_guarded
     def intent(self, run_id: str, endpoint_id: str, vm_moref: str, vm_name: str,
                kind: ActionKind, strategy: Strategy, now: float, snapshot_name: str | None = None) -> int:
         """Durably record what is about to be done; returns the action id."""
@@ -238,6 +396,7 @@ class Journal:
                 (run_id, endpoint_id, vm_moref, vm_name, kind.value, strategy.value, snapshot_name, now))
             return int(cur.lastrowid or 0)
 
+    @_guarded
     def update(self, action_id: int, state: ActionState, now: float, *,
                snapshot_moref: str | None = None, error: str | None = None) -> None:
         done_at = now if state is ActionState.DONE else None
@@ -249,31 +408,46 @@ class Journal:
                 "closed_at = COALESCE(?, closed_at) WHERE id = ?",
                 (state.value, error, snapshot_moref, done_at, closed_at, action_id))
 
+    @_guarded
     def actions(self, run_id: str | None = None, open_only: bool = False) -> list[ActionRecord]:
         query, args = "SELECT * FROM actions WHERE 1=1", []
         if run_id is not None:
             query += " AND run_id = ?"
             args.append(run_id)
         if open_only:
-            query += " AND state IN ('intent', 'done', 'undo_failed')"
-        with self._lock:
-            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [_action(r) for r in rows]
+            query += f" AND state IN {_OPEN_STATES}"
+        return [_action(r) for r in self._rows(query + " ORDER BY id", args)]
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    # A 500-VM manifest is ~10x smaller compressed; the journal keeps many of them.
+    return zlib.compress(json.dumps(document, sort_keys=True).encode(), 6)
+
+
+def _load(value: bytes | str | None) -> dict[str, Any] | None:
+    if not value:
+        return None
+    return json.loads(zlib.decompress(value) if isinstance(value, bytes) else value)
+
+
+def _column(row: sqlite3.Row, name: str) -> Any:
+    """A column an older journal, opened read-only, does not have yet: None."""
+    return row[name] if name in row.keys() else None  # noqa: SIM118 - a Row's "in" looks at values
 
 
 def _run(row: sqlite3.Row) -> RunRecord:
     return RunRecord(run_id=row["run_id"], dataset=row["dataset"], recursive=bool(row["recursive"]),
                      snapshot=row["snapshot"], state=row["state"], owner_pid=row["owner_pid"],
                      started_at=row["started_at"], ended_at=row["ended_at"],
-                     context=json.loads(row["context"]) if row["context"] else None,
-                     manifest=json.loads(row["manifest"]) if row["manifest"] else None)
+                     context=_load(row["context"]), manifest=_load(row["manifest"]),
+                     hook_key=_column(row, "hook_key"), live_until=_column(row, "live_until"))
 
 
 def _action(row: sqlite3.Row) -> ActionRecord:
     kind = ActionKind(row["kind"])
     return ActionRecord(
         id=row["id"], run_id=row["run_id"], endpoint_id=row["endpoint_id"], vm_moref=row["vm_moref"],
-        vm_name=row["vm_name"], kind=kind, strategy=Strategy(row["strategy"] or UNDO_BY_KIND[kind]),
+        vm_name=row["vm_name"], kind=kind, strategy=Strategy(_column(row, "strategy") or UNDO_BY_KIND[kind]),
         state=ActionState(row["state"]), snapshot_name=row["snapshot_name"],
         snapshot_moref=row["snapshot_moref"], error=row["error"], created_at=row["created_at"],
         done_at=row["done_at"], closed_at=row["closed_at"])

@@ -16,18 +16,23 @@ from typing import Any
 
 from .calls import call_and_wait
 from .context import run_id_of
-from .end import undo
+from .end import prune, undo
 from .journal import RunRecord
 from .parts import Parts
 from .ports import describe
 
 
-def reconcile(parts: Parts, sweep: bool = True) -> dict[str, Any]:
+def reconcile(parts: Parts, sweep: bool = True, deadline_s: float | None = None) -> dict[str, Any]:
+    """``deadline_s``: give up undoing after this long (a hook with a short timeout); what is
+    not done stays open for the next reconcile. Raises ``JournalError`` when the journal
+    cannot be read: nothing is then touched."""
     with parts.journal.exclusive():
         now = parts.clock()
         live_runs = {r.run_id for r in parts.journal.begun_runs() if is_live(parts, r, now)}
         open_actions = [a for a in parts.journal.actions(open_only=True) if a.run_id not in live_runs]
-        undone, _ = undo(parts, open_actions, {}, time.monotonic() + parts.config.end_deadline_s)
+        budget = min(parts.config.end_deadline_s, parts.config.end_deadline_s if deadline_s is None
+                     else deadline_s)
+        undone, _ = undo(parts, open_actions, {}, time.monotonic() + budget)
         swept: list[str] = []
         errors: dict[str, str] = {}
         if sweep:
@@ -38,6 +43,7 @@ def reconcile(parts: Parts, sweep: bool = True) -> dict[str, Any]:
             if not parts.journal.actions(record.run_id, open_only=True):
                 parts.journal.end_run(record.run_id, (record.context or {}) | {"finished_by": "reconcile"},
                                       parts.clock())
+        prune(parts)
         return {"undone": [{"run_id": a.run_id, "vm": a.vm_name, "kind": a.kind.value, "result": r}
                            for a, r in undone],
                 "swept": swept, "endpoint_errors": errors,
@@ -50,6 +56,8 @@ def is_live(parts: Parts, record: RunRecord, now: float) -> bool:
         return False
     age = now - record.started_at
     if record.owner_pid is None:
+        if record.live_until is not None:
+            return now < record.live_until
         return age < parts.config.detached_run_max_age_s
     return age < parts.config.active_run_max_age_s and _process_alive(record.owner_pid)
 

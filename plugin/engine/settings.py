@@ -32,6 +32,7 @@ def parse_settings(document: dict[str, Any] | None, *, field: str = "engine") ->
     defaults = schemas.defaults("config")
     doc = defaults | document
     limits = defaults["limits"] | doc.get("limits", {})
+    retention = defaults["journal_retention"] | doc.get("journal_retention", {})
     if doc["vm_deadline_seconds"] > doc["begin_deadline_seconds"]:
         raise InvalidInput.single(f"{field}.vm_deadline_seconds",
                                   "must not be longer than begin_deadline_seconds "
@@ -42,7 +43,8 @@ def parse_settings(document: dict[str, Any] | None, *, field: str = "engine") ->
         vm_deadline_s=float(doc["vm_deadline_seconds"]),
         begin_deadline_s=float(doc["begin_deadline_seconds"]),
         end_deadline_s=float(doc["end_deadline_seconds"]),
-        marker_max_age_s=float(doc["marker_max_age_seconds"]))
+        marker_max_age_s=float(doc["marker_max_age_seconds"]),
+        retention_days=float(retention["days"]), retention_runs=int(retention["runs"]))
     return Settings(engine=engine,
                     default_ladder=parse_ladder(doc["default_policy"], field=f"{field}.default_policy"),
                     journal_path=doc["journal_path"],

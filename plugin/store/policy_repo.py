@@ -17,14 +17,34 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Protocol
 
-from truenas_vmware_coord.domain.errors import FieldError, InvalidInput, NotFound
+from truenas_vmware_coord.domain.errors import FieldError, InvalidInput, NotFound, StateError
 from truenas_vmware_coord.domain.policy import Policy, parse_policy, policy_to_dict
 
+from . import sqlite
+
 FIELD = "policy"
+MAX_ID = 2**63 - 1   # SQLite's largest integer
+
+
+class PolicyStoreError(StateError):
+    """The policy store cannot be read or written, or holds a policy that no longer
+    validates: the policies are then unknown, so nothing is decided from them."""
+
+
+def stored_policy(policy_id: int, document: Any) -> Policy:
+    """A stored document as a Policy; one that no longer validates (a newer, stricter
+    release) is a PolicyStoreError naming it, never silently skipped."""
+    try:
+        return replace(parse_policy(document), id=policy_id)
+    except InvalidInput as exc:
+        name = document.get("name") if isinstance(document, Mapping) else None
+        raise PolicyStoreError(f"stored policy {policy_id} ({name!r}) is no longer valid: {exc}; "
+                               f"correct it with 'policy update {policy_id}' or delete it") from None
 
 
 class PolicyRepository(Protocol):
@@ -107,11 +127,32 @@ class SqlitePolicyRepository:
     carry the uniqueness constraints (the constraints back up the checks made in the same
     transaction, so a concurrent writer can never slip a duplicate in)."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, readonly: bool = False) -> None:
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so every write takes the
         # write lock before it reads what it checks.
-        self._conn = sqlite3.connect(os.fspath(path), isolation_level=None, timeout=30)
-        self._conn.execute(_SCHEMA)
+        self.path = Path(os.fspath(path))
+        try:
+            if readonly and str(path) != ":memory:":
+                if not self.path.is_file():
+                    self._conn = sqlite3.connect(":memory:", isolation_level=None)   # none stored yet
+                else:
+                    self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                                 isolation_level=None, timeout=30)
+                    self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    return
+            elif str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(os.fspath(path), isolation_level=None, timeout=30)
+            else:
+                self._conn = sqlite3.connect(":memory:", isolation_level=None)
+            self._conn.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failure(exc) from None
+
+    def _failure(self, exc: BaseException) -> PolicyStoreError:
+        return PolicyStoreError("policy store " + sqlite.explain(
+            self.path, exc, corrupt_fix="restore it from a backup, or move it aside to start with no "
+                                        "policies (until then no snapshot is coordinated)"))
 
     def close(self) -> None:
         self._conn.close()
@@ -124,10 +165,18 @@ class SqlitePolicyRepository:
 
     # -- reads --
 
+    def _query(self, query: str, args: tuple[Any, ...] = ()) -> list[tuple[int, str]]:
+        try:
+            return self._conn.execute(query, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []   # a read-only open of a store that has none yet
+            raise self._failure(exc) from None
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from None
+
     def list(self) -> list[Policy]:
-        rows = self._conn.execute(
-            "SELECT id, document FROM vmware_coord_policy ORDER BY priority, id"
-        ).fetchall()
+        rows = self._query("SELECT id, document FROM vmware_coord_policy ORDER BY priority, id")
         return [_from_row(row) for row in rows]
 
     def get(self, policy_id: int) -> Policy:
@@ -139,10 +188,10 @@ class SqlitePolicyRepository:
     def _one(self, column: str, value: Any, asked: Any) -> Policy:
         query = {"id": "SELECT id, document FROM vmware_coord_policy WHERE id = ?",
                  "name": "SELECT id, document FROM vmware_coord_policy WHERE name = ?"}[column]
-        row = self._conn.execute(query, (value,)).fetchone()
-        if row is None:
+        rows = self._query(query, (value,))
+        if not rows:
             raise NotFound("policy", asked)
-        return _from_row(row)
+        return _from_row(rows[0])
 
     # -- writes --
 
@@ -181,22 +230,33 @@ class SqlitePolicyRepository:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._failure(exc) from None
         try:
             yield
+            self._conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
             # Only reachable if another process wrote between our check and our write.
             self._conn.execute("ROLLBACK")
             raise InvalidInput.single(FIELD, f"conflicts with a stored policy ({exc})") from None
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._failure(exc) from None
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._conn.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        with suppress(sqlite3.Error):   # no transaction left to roll back (SQLite ended it)
+            self._conn.execute("ROLLBACK")
 
 
 def _as_id(policy_id: Any) -> int:
-    # A non-integer id cannot exist; -1 matches no row, so the caller gets NotFound.
-    return policy_id if isinstance(policy_id, int) and not isinstance(policy_id, bool) else -1
+    # A non-integer (or too large) id cannot exist; -1 matches no row: the caller gets NotFound.
+    valid = isinstance(policy_id, int) and not isinstance(policy_id, bool) and 0 <= policy_id <= MAX_ID
+    return policy_id if valid else -1
 
 
 def _document(policy: Policy) -> str:
@@ -206,4 +266,4 @@ def _document(policy: Policy) -> str:
 
 
 def _from_row(row: tuple[int, str]) -> Policy:
-    return replace(parse_policy(json.loads(row[1])), id=row[0])
+    return stored_policy(row[0], json.loads(row[1]))

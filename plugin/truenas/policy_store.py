@@ -15,8 +15,8 @@ from dataclasses import replace
 from typing import Any
 
 from ..domain.errors import InvalidInput, NotFound
-from ..domain.policy import Policy, parse_policy, policy_to_dict
-from ..store.policy_repo import prepare_create, prepare_update, uniqueness_errors
+from ..domain.policy import Policy, policy_to_dict
+from ..store.policy_repo import prepare_create, prepare_update, stored_policy, uniqueness_errors
 
 TABLE = "vmware_coord.policy"
 
@@ -24,7 +24,7 @@ Call = Callable[..., Any]
 
 
 def row_to_policy(row: Mapping[str, Any]) -> Policy:
-    return replace(parse_policy(row["document"]), id=row["id"])
+    return stored_policy(row["id"], row["document"])
 
 
 class DatastorePolicyRepository:

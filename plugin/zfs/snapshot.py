@@ -6,7 +6,7 @@ creation, ``-r`` for children).
 
 from __future__ import annotations
 
-from .shell import Shell
+from .shell import Shell, ShellError
 
 # User properties the engine writes on each snapshot it coordinates.
 PROP_RUN = "org.truenas.vmware-coord:run"
@@ -55,5 +55,17 @@ def list_datasets(shell: Shell, root: str | None = None) -> dict[str, str]:
 
 
 def list_snapshots(shell: Shell, dataset: str) -> list[str]:
+    """Every snapshot of ``dataset`` and its descendants."""
     out = shell.run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset])
+    return [line for line in out.splitlines() if line]
+
+
+def dataset_tree(shell: Shell, dataset: str) -> list[str] | None:
+    """``dataset`` and its descendants (file systems and zvols), or None if it does not exist."""
+    try:
+        out = shell.run(["zfs", "list", "-H", "-o", "name", "-t", "filesystem,volume", "-r", dataset])
+    except ShellError as exc:
+        if "does not exist" in exc.stderr:
+            return None
+        raise
     return [line for line in out.splitlines() if line]

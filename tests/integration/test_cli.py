@@ -87,13 +87,15 @@ def test_pre_and_post_hooks_around_someone_elses_snapshot(cli, flavour):
     name = f"autosnap_{flavour}"
     if flavour == "sanoid":
         env = {"SANOID_SCRIPT": "pre", "SANOID_TARGETS": cli.env.dataset, "SANOID_SNAPNAMES": name}
+        after = env | {"SANOID_SCRIPT": "post", "SANOID_PRE_FAILURE": "0"}
     else:
         env = {"ZREPL_HOOKTYPE": "pre_snapshot", "ZREPL_FS": cli.env.dataset, "ZREPL_SNAPNAME": name}
+        after = env | {"ZREPL_HOOKTYPE": "post_snapshot"}
     pre = cli.run("hook", "pre", **env)
     assert pre.returncode == 0, pre.stderr
     assert len(cli.env.product_snapshots()) == 1
     subprocess.run(["zfs", "snapshot", f"{cli.env.dataset}@{name}"], check=True)  # the tool's own
-    post = cli.run("hook", "post", **env)
+    post = cli.run("hook", "post", **after)
     assert post.returncode == 0, post.stderr
     assert cli.env.product_snapshots() == []
     assert cli.env.pool.get(f"{cli.env.dataset}@{name}", "freenas:vmsynced") == "Y"

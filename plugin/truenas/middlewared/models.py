@@ -82,6 +82,7 @@ class VMwareCoordConfigEntry(BaseModel):
     default_policy: dict
     reconcile_interval_seconds: int
     marker_max_age_seconds: int
+    journal_retention: dict
 
 
 class VMwareCoordConfigUpdateArgs(BaseModel):
