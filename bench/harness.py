@@ -41,7 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.scenario import ISOLATED_ENV, Cell, Rig, World, isolated_command, leftover_snapshots  # noqa: E402
+from bench.scenario import Cell, Rig, World, leftover_snapshots  # noqa: E402
+from tools.rig import isolation  # noqa: E402
 
 ENGINE, ENGINE_C32, BASELINE = "engine", "engine-c32", "baseline"
 IMPLS = (ENGINE, ENGINE_C32, BASELINE)
@@ -323,9 +324,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    wrapped = None if args.shared_zfs else isolated_command([sys.executable, "-m", "bench.harness", *argv])
+    wrapped = None if args.shared_zfs else isolation.isolated_command(
+        [sys.executable, "-m", "bench.harness", *argv])
     if wrapped:
-        return subprocess.run(wrapped, cwd=ROOT, env=os.environ | {ISOLATED_ENV: "1"}).returncode
+        return subprocess.run(wrapped, cwd=ROOT, env=os.environ | {isolation.MARKER: "1"}).returncode
     command = "python -m bench.harness " + " ".join(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     delays = [int(x) for x in args.delays.split(",")]

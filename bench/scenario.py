@@ -15,13 +15,12 @@ import concurrent.futures
 import dataclasses
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from pyVmomi import vim, vmodl
 
-from tools.rig import inventory, vcsim, zfs
+from tools.rig import inventory, isolation, vcsim, zfs
 
 NAS = "nas.bench.local"
 DATASTORE = "nfs01"
@@ -59,39 +58,12 @@ class World:
                 "mountpoint": str(self.mountpoint), "vms": self.cell.vms}
 
 
-ISOLATED_ENV = "BENCH_PRIVATE_ZFS"
-# Where zfs-fuse keeps its socket and lock: private to the bench's mount namespace.
-ZFS_RUNTIME_DIRS = ("/var/run/zfs", "/run/lock/zfs")
-
-
-def isolated_command(argv: list[str]) -> list[str] | None:
-    """The command that re-runs ``argv`` in a private mount namespace, or None if it cannot.
-
-    zfs-fuse is one daemon per socket: test sessions of other developers on this machine
-    share it, and one wedged mount there stalls every ``zfs create``. In its own mount
-    namespace the bench starts its own daemon (its socket and lock on a private tmpfs) and
-    stops it at the end, touching no one else's pools.
-    """
-    if os.environ.get(ISOLATED_ENV) or shutil.which("unshare") is None:
-        return None
-    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
-    if probe.returncode != 0:
-        return None
-    return ["unshare", "-m", "--propagation", "private", *argv]
-
-
-def _private_zfs_runtime() -> None:
-    for directory in ZFS_RUNTIME_DIRS:
-        os.makedirs(directory, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", directory], check=True)
-
-
 class Rig:
     """zfs-fuse for the whole invocation; one simulator + dataset per cell."""
 
     def __init__(self) -> None:
-        if os.environ.get(ISOLATED_ENV):
-            _private_zfs_runtime()
+        if isolation.isolated():
+            isolation.private_zfs_runtime()
         self.workdir = Path(tempfile.mkdtemp(prefix="coord-bench-"))
         # Named per process: other test sessions on this machine share the zfs-fuse daemon.
         self.pool = zfs.start_pool(self.workdir / "zfs", name=f"{POOL_NAME}{os.getpid()}", size="2G")

@@ -22,12 +22,14 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..app import history, hooks
+from ..app.settling import settle
 from ..app.snapshot import coordinated_snapshot, default_name
 from ..domain.errors import InvalidInput, NotFound, StateError
 from ..domain.zfs_names import dataset_problem, snapshot_problem
@@ -131,10 +133,17 @@ class Cli:
                 return ""
 
         try:
-            report = coordinated_snapshot(self.coordinator(), dataset, take, recursive, self.args.exclude)
+            coordinator = self.coordinator()
+            report = coordinated_snapshot(coordinator, dataset, take, recursive, self.args.exclude)
         except StateError as exc:   # raised before any VM was touched
             return self.uncoordinated(dataset, name, recursive, str(exc))
         self.out(report, render.report_table)
+        if report.get("in_doubt"):
+            warn(f"the creates of {', '.join(report['in_doubt'])} got no answer and may still land: "
+                 "watching for them to remove them")
+            left = settle(coordinator)
+            if left:
+                warn(f"still in doubt: {', '.join(left)}; 'vmware-coord reconcile' removes them if they land")
         if failure:
             error(f"the ZFS snapshot failed: {failure[0]}; the VMware snapshots were removed")
             return EXIT_ZFS
@@ -236,7 +245,17 @@ class Cli:
             status = worst(status, EXIT_ZFS if report["missing_snapshots"] else
                            EXIT_OK if report["vmsynced"] else EXIT_DEGRADED)
         self.out(reports, lambda docs: "\n\n".join(render.report_table(d) for d in docs))
+        if any(r.get("in_doubt") for r in reports):
+            self._settle_in_background()
         return status
+
+    def _settle_in_background(self) -> None:
+        """A hook must end within its scheduler's timeout: creates that may still land are
+        watched by a detached ``reconcile --settle`` instead."""
+        argv = [sys.executable, "-m", "truenas_vmware_coord.cli.main", "-c", str(self.args.config),
+                "reconcile", "--settle"]
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,  # noqa: S603
+                         stderr=subprocess.DEVNULL, start_new_session=True)
 
     def _snapshots_under(self, dataset: str) -> list[str]:
         try:
@@ -255,7 +274,10 @@ class Cli:
                     warn(f"{snapshot} could not be labelled: {exc}")
 
     def reconcile(self) -> int:
-        result = self.coordinator().reconcile(sweep=True)
+        coordinator = self.coordinator()
+        if self.args.settle:
+            settle(coordinator)
+        result = coordinator.reconcile(sweep=True)
         self.out(result, lambda r: (
             f"undone: {len(r['undone'])}, swept: {len(r['swept'])}, still open: {r['still_open']}"
             + "".join(f"\n  {u['vm']}: {u['kind']} {u['result']}" for u in r["undone"])
@@ -411,7 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="pre fails when not every VM reached its requirement")
     hook.add_argument("--timeout", type=_bounded_number(float, 2, 3600),
                       help="the scheduler's hook timeout in seconds (sanoid's script_timeout)")
-    sub.add_parser("reconcile", help="finish interrupted runs, remove orphaned VMware snapshots")
+    rec = sub.add_parser("reconcile", help="finish interrupted runs, remove orphaned VMware snapshots")
+    rec.add_argument("--settle", action="store_true",
+                     help="first watch for creates that got no answer until they land or their window passed")
     doc = sub.add_parser("doctor", help="check the configuration and the state directory, say how to repair")
     doc.add_argument("--connect", action="store_true", help="also log in to every endpoint")
     rep = sub.add_parser("report", help="the per-VM manifest of a run or of a ZFS snapshot")

@@ -197,7 +197,7 @@ def _attempt(parts: Parts, run: _Run, hv: Hypervisor, vp: VmPlan, res: Resolutio
     try:
         if step.ok:
             parts.journal.update(action, ActionState.DONE, parts.clock(), snapshot_moref=step.result)
-        elif step.state == "failed" and not module.failure_may_linger:
+        elif step.cancelled or (step.state == "failed" and not module.failure_may_linger):
             parts.journal.update(action, ActionState.FAILED, parts.clock(), error=step.message)
         # Otherwise the intent stays open: end and reconcile find out what really happened.
     except JournalError as exc:   # the intent is open: end finds the result from the context

@@ -1,8 +1,9 @@
 """One hypervisor operation, started and waited for within a deadline, as a ``Step``.
 
 A refusal is ``failed`` (nothing happened); no answer, or no end before the deadline, is
-``timed_out`` (it may still happen: the task is cancelled, and the journal row stays open
-so that end or reconcile finds out).
+``timed_out`` (it may still happen, and the journal row stays open so that end or reconcile
+finds out). A task still running at the deadline is cancelled and watched for a moment
+more: cancelled, it is ``failed`` (nothing to undo); done after all, it is ``ok``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..domain.strategies.base import Step
 from .ports import Gone, Hypervisor, HypervisorFailure, Refused, TaskHandle, describe
 
 T = TypeVar("T")
+CANCEL_GRACE_S = 2.0   # how long a cancelled task is watched for its final state
 
 
 def refused(failure: HypervisorFailure) -> Step:
@@ -38,8 +40,16 @@ def call_and_wait(hv: Hypervisor, start: Callable[[], TaskHandle], deadline: flo
         outcome, lost = None, describe(exc)
     else:
         lost = None
-    if outcome is None:
+    if outcome is None and lost is None:
         hv.cancel(handle)
+        try:
+            outcome = hv.wait(handle, CANCEL_GRACE_S)
+        except Exception:  # noqa: BLE001 - unknown, as before the cancel
+            outcome = None
+        if outcome is not None and outcome.failure is not None:
+            return Step("timed_out", fault_type=outcome.failure.fault_type, cancelled=True,
+                        message="VMware did not finish before the deadline; the task was cancelled")
+    if outcome is None:
         return Step("timed_out", message=lost or "VMware did not finish before the deadline")
     if outcome.failure is not None:
         return refused(outcome.failure)

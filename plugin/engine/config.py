@@ -26,3 +26,5 @@ class EngineConfig:
     retention_runs: int = int(_DEFAULTS["journal_retention"]["runs"])
     active_run_max_age_s: float = 3600.0   # a begun run older than this is dead, owner or not
     detached_run_max_age_s: float = 900.0  # a hook run (no owner process) is dead after this
+    # a create that got no answer may still land this long after it was sent
+    in_doubt_window_s: float = 120.0

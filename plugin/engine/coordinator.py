@@ -76,12 +76,12 @@ class Coordinator:
             recursive: bool = False, exclude: Iterable[str] = ()) -> dict[str, Any]:
         """begin -> take_snapshot(properties) -> end. The ZFS snapshot is always attempted."""
         context = self.begin(dataset, recursive, exclude)
+        snapshot = ""
         try:
             snapshot = take_snapshot(context.properties())
         finally:
-            report = self.end(context)
-        report["snapshot"] = snapshot
-        self.journal.set_snapshot(context.run_id, snapshot)
+            report = self.end(context, snapshot or None)   # whatever happened to the snapshot
+        report["snapshot"] = snapshot or None
         return report
 
     def reconcile(self, sweep: bool = True, deadline_s: float | None = None) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from .ports import Hypervisor, describe
 
 log = logging.getLogger(__name__)
 
+IN_DOUBT = "in_doubt"   # the manifest's word for a create that may still land
 Placement = dict[tuple[str, str], tuple[str | None, tuple[str, ...]]]   # VM -> (host, datastores)
 Undone = list[tuple[ActionRecord, str]]
 
@@ -88,7 +89,8 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None) ->
     report = context.to_dict()
     report["ended_at"] = parts.clock()
     report["leftovers"] = [f"{a.vm_name}: {word}" for a, word in undone
-                           if word == STRATEGIES[a.strategy].undo_failure]
+                           if word in (STRATEGIES[a.strategy].undo_failure, IN_DOUBT)]
+    report["in_doubt"] = sorted(a.vm_name for a, word in undone if word == IN_DOUBT)
     report["warnings"] = list(dict.fromkeys([*report["warnings"], *warnings]))
     _best_effort(report["warnings"], parts.journal.end_run, context.run_id, report, parts.clock())
     prune(parts)
@@ -166,8 +168,8 @@ def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervis
                 except Exception as exc:  # noqa: BLE001 - left for reconcile
                     results += [_left_open(parts, a, describe(exc)) for a in items]
                     continue
-            items, unsettled, why = _settle_in_doubt(parts, hv, items)
-            results += [_left_open(parts, a, why) for a in unsettled]
+            items, unsettled = _settle_in_doubt(parts, hv, items)
+            results += [_left_open(parts, a, why, IN_DOUBT) for a, why in unsettled]
             futures |= {pool.submit(_undo_within_limits, parts, hv, a, deadline, slots,
                                     placement.get((a.endpoint_id, a.vm_moref), (None, ()))): a
                         for a in items}
@@ -185,10 +187,12 @@ def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervis
     return results, consolidation
 
 
-def _left_open(parts: Parts, action: ActionRecord, error: str) -> tuple[ActionRecord, str]:
-    """The row stays open for reconcile."""
-    _record(parts, action, ActionState.UNDO_FAILED, error=error)
-    return action, STRATEGIES[action.strategy].undo_failure
+def _left_open(parts: Parts, action: ActionRecord, error: str, word: str | None = None
+               ) -> tuple[ActionRecord, str]:
+    """The row stays open for reconcile (an intent stays an intent: its outcome is unknown)."""
+    still = ActionState.INTENT if action.state is ActionState.INTENT else ActionState.UNDO_FAILED
+    _record(parts, action, still, error=error)
+    return action, word or STRATEGIES[action.strategy].undo_failure
 
 
 def _undo_within_limits(parts: Parts, hv: Hypervisor, action: ActionRecord, deadline: float, slots: Slots,
@@ -224,19 +228,24 @@ def _consolidation(results: Undone, hypervisors: dict[str, Hypervisor]) -> dict[
 
 
 def _settle_in_doubt(parts: Parts, hv: Hypervisor, actions: list[ActionRecord]
-                     ) -> tuple[list[ActionRecord], list[ActionRecord], str]:
-    """Snapshot intents whose outcome is unknown: find the snapshot by name, or close.
-
-    Returns the actions to undo, those still in doubt (the lookup failed) and why."""
+                     ) -> tuple[list[ActionRecord], list[tuple[ActionRecord, str]]]:
+    """Snapshot intents whose outcome is unknown (the create got no answer): find the
+    snapshot by its name. Not found, the intent is closed, unless it is younger than
+    ``in_doubt_window_s``: VMware may still be working on a create whose answer was lost,
+    so it stays open to be looked at again. Returns the actions to undo, and those still
+    in doubt with why."""
     doubtful = [a for a in actions if a.kind is ActionKind.SNAPSHOT and not a.snapshot_moref]
     settled = [a for a in actions if a not in doubtful]
     if not doubtful:
-        return settled, [], ""
+        return settled, []
     try:
         states = hv.vm_states(a.vm_moref for a in doubtful)
     except Exception as exc:  # noqa: BLE001 - still unknown: left open for reconcile
-        return settled, doubtful, f"whether the snapshot was created could not be read: {describe(exc)}"
+        why = f"whether the snapshot was created could not be read: {describe(exc)}"
+        return settled, [(a, why) for a in doubtful]
     claimed: set[str] = set()
+    unsettled: list[tuple[ActionRecord, str]] = []
+    now = parts.clock()
     for a in doubtful:
         state = states.get(a.vm_moref)
         found = [s for s in (state.snapshots if state else ())
@@ -245,6 +254,8 @@ def _settle_in_doubt(parts: Parts, hv: Hypervisor, actions: list[ActionRecord]
             claimed.add(found[0].moref)
             _record(parts, a, ActionState.DONE, snapshot_moref=found[0].moref)
             settled.append(dataclasses.replace(a, state=ActionState.DONE, snapshot_moref=found[0].moref))
+        elif now - a.created_at < parts.config.in_doubt_window_s:
+            unsettled.append((a, "the create got no answer and may still land: looked at again"))
         else:
             _record(parts, a, ActionState.CLOSED, error=a.error or "no snapshot was created")
-    return settled, [], ""
+    return settled, unsettled

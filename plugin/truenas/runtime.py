@@ -22,6 +22,7 @@ from typing import Any
 from .. import schemas
 from ..app import history
 from ..app.ending import end_and_label
+from ..app.settling import settle
 from ..app.snapshot import coordinated_snapshot, default_name
 from ..domain.selection import Scope, scope_mappings
 from ..engine.coordinator import Coordinator
@@ -136,6 +137,18 @@ class Runtime:
         self.after_run(report, topo)
         return report
 
+    def settle_later(self, report: dict[str, Any]) -> None:
+        """Creates that may still land are watched in the background: a hook job must not
+        wait for them (zettarepl's observer waits for it)."""
+        if report.get("in_doubt"):
+            threading.Thread(target=self._settle, name="vmware-coord-settle", daemon=True).start()
+
+    def _settle(self) -> None:
+        try:
+            settle(self.coordinator()[0])
+        except Exception:  # noqa: BLE001 - the periodic reconcile retries
+            log.warning("watching for late VMware snapshots failed", exc_info=True)
+
     def snapshot_since(self, dataset: str, started_at: float) -> str | None:
         """The snapshot of ``dataset`` taken since the run began (the newest such).
 
@@ -155,6 +168,7 @@ class Runtime:
         self._call("zfs.snapshot.update", snapshot, {"user_properties_update": updates})
 
     def after_run(self, report: dict[str, Any], topo: facts.Topology) -> None:
+        self.settle_later(report)
         scope = Scope(report["dataset"], report["recursive"], tuple(report.get("exclude", ())))
         ops = alerts.run_alerts(report, scope_mappings(topo.mappings, scope), topo.hosts)
         leftovers = report.get("leftovers") or []

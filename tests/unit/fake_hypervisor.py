@@ -11,8 +11,10 @@ shared by the sessions opened to it, like a real vCenter.
 
 Troubles are set per (operation, VM) with ``trouble(operation, vm, kind)``, where kind is
 ``refuse`` (the call raises Refused, nothing happens), ``fail`` (the task ends with a fault),
-``lose`` (the effect happens, the caller gets NoAnswer), ``hang`` (the task runs until
-cancelled), and ``delay(operation, vm, seconds)`` makes the task take that long.
+``lose`` (the effect happens, the caller gets NoAnswer), ``lose_late`` (the caller gets
+NoAnswer at once, the effect happens after the delay: a create VMware finishes after the
+caller gave up), ``hang`` (the task runs until cancelled), and ``delay(operation, vm,
+seconds)`` makes the task take that long.
 """
 
 from __future__ import annotations
@@ -198,6 +200,9 @@ class FakeHypervisor:
         delay = self.vc.delays.get((operation, vm), 0.0)
         if trouble is not None and trouble.kind == "lose":
             effect()
+            raise NoAnswer("no answer from VMware: the read timed out", "timeout")
+        if trouble is not None and trouble.kind == "lose_late":
+            threading.Timer(delay, effect).start()
             raise NoAnswer("no answer from VMware: the read timed out", "timeout")
         task = _Task(effect, delay, trouble)
         return TaskHandle(task.id, task)

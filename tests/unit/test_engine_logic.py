@@ -17,7 +17,7 @@ from truenas_vmware_coord.domain.model import PowerState
 from truenas_vmware_coord.domain.policy import parse_policy
 from truenas_vmware_coord.engine.config import EngineConfig
 from truenas_vmware_coord.engine.coordinator import Coordinator
-from truenas_vmware_coord.engine.journal import ActionState, Journal
+from truenas_vmware_coord.engine.journal import ActionState, Journal, JournalError
 from truenas_vmware_coord.engine.limits import Limits
 
 
@@ -249,3 +249,52 @@ def _dead_pid() -> int:
         os._exit(0)
     os.waitpid(pid, 0)
     return pid
+
+
+def test_a_create_that_lands_after_the_run_ended_is_watched_for_and_removed(world):
+    from truenas_vmware_coord.app.settling import settle
+    world.vc.trouble("snapshot", "app1", "lose_late")
+    world.vc.delay("snapshot", "app1", 1.0)
+    coordinator = world.coordinator(in_doubt_window_s=10)
+    report = coordinator.run("tank/vm", taken([]))
+    assert report["in_doubt"] == ["app1"] and outcome(report, "app1")["undo"] == "in_doubt"
+    assert world.vc.marked_snapshots() == []          # not landed yet
+    assert settle(coordinator, poll_s=0.2) == []      # it landed, and was removed
+    assert world.vc.marked_snapshots() == []
+    assert not [s for _, s in world.journal_states() if s.open]
+
+
+def test_a_create_in_doubt_is_closed_once_its_window_passed(world):
+    world.vc.trouble("snapshot", "app1", "lose_late")
+    world.vc.delay("snapshot", "app1", 60)           # it never lands within the test
+    report = world.coordinator(in_doubt_window_s=0).run("tank/vm", taken([]))
+    assert report["in_doubt"] == [] and outcome(report, "app1")["undo"] is None
+    assert not [s for _, s in world.journal_states() if s.open]
+
+
+class _FailingJournal(Journal):
+    """A journal whose disk fills up after ``writes`` writes (a real JournalError)."""
+
+    def __init__(self, path, writes: int) -> None:
+        super().__init__(path)
+        self.left = writes
+
+    def _tx(self):
+        self.left -= 1
+        if self.left < 0:
+            raise JournalError(f"journal {self.path} cannot be written: the file system is full")
+        return super()._tx()
+
+
+def test_a_journal_that_fills_up_mid_run_never_leaves_a_vm_off_or_a_snapshot_behind(world):
+    for writes in (1, 3, 6, 9, 12):
+        vc = FakeVcenter([f.vm(n) for n in ("app1", "app2", "db")])
+        journal = _FailingJournal(world.journal_path.with_name(f"j{writes}.sqlite"), writes)
+        coordinator = Coordinator(connector=FakeConnector(vc), journal=journal, mappings=[f.mapping(id="m1")],
+                                  storage=f.storage,
+                                  policies=[policy(ladder=["power_off"], match={"name_glob": "db"})])
+        props: list[str] = []
+        report = coordinator.run("tank/vm", taken(props))
+        assert props, writes                                   # the ZFS snapshot was taken
+        assert vc.marked_snapshots() == [] and vc.not_running() == [], writes
+        assert any("full" in w for w in report["warnings"]), writes

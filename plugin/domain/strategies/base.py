@@ -37,6 +37,7 @@ class Step:
     fault_type: str | None = None   # the hypervisor's name for the failure, for reports
     message: str | None = None
     gone: bool = False              # failed because the object does not exist
+    cancelled: bool = False         # timed out, then cancelled for certain: nothing happened
 
     @property
     def ok(self) -> bool:
