@@ -32,8 +32,10 @@ setup(
     },
     package_data={"truenas_vmware_coord.schemas": ["*.json"]},
     install_requires=[
-        "pyvmomi>=8.0.1",
-        "jsonschema>=4.18",
+        # TrueNAS 25.10 ships Debian bookworm's pyvmomi 6.7.1 and jsonschema 4.10.3, which middlewared
+        # has imported before the plugin loads: both are supported (tested in CI, see .ci/run)
+        "pyvmomi>=6.7.1",
+        "jsonschema>=4.10",
         # policies' regular expressions: matched in linear time, so no pattern can hang a run
         "google-re2>=1.1",
     ],
@@ -53,5 +55,9 @@ setup(
         ],
         "bench": ["matplotlib>=3.7"],
     },
-    entry_points={"console_scripts": ["vmware-coord=truenas_vmware_coord.cli.main:main"]},
+    entry_points={"console_scripts": [
+        "vmware-coord=truenas_vmware_coord.cli.main:main",
+        # zrepl runs a hook as one executable without arguments, for both edges
+        "vmware-coord-hook=truenas_vmware_coord.cli.main:hook_main",
+    ]},
 )

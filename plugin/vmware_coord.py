@@ -9,13 +9,7 @@ like those of any built-in plugin. Importing it takes over the stock hooks
 import logging
 from typing import Any
 
-from truenas_vmware_coord.truenas import alerts as alert_ops
-from truenas_vmware_coord.truenas.middlewared.alert_classes import (
-    VMwareCoordConsistencyAlertClass,
-    VMwareCoordEndpointAlertClass,
-    VMwareCoordLeftoversAlertClass,
-    VMwareCoordTakeoverAlertClass,
-)
+from truenas_vmware_coord.truenas.middlewared import alert_classes
 from truenas_vmware_coord.truenas.middlewared.services import (
     VMwareCoordConfigService,
     VMwareCoordEndpointService,
@@ -26,28 +20,17 @@ from truenas_vmware_coord.truenas.middlewared.takeover import TAKEOVER_PROBLEMS
 
 log = logging.getLogger(__name__)
 
+# The alert classes registered themselves when alert_classes was imported; named here too,
+# so that a look at this module shows everything the plugin adds to middlewared.
+globals().update({cls.__name__: cls for cls in alert_classes.CLASSES.values()})
 __all__ = ["VMwareCoordService", "VMwareCoordPolicyService", "VMwareCoordConfigService",
-           "VMwareCoordEndpointService", "VMwareCoordConsistencyAlertClass", "VMwareCoordEndpointAlertClass",
-           "VMwareCoordLeftoversAlertClass", "VMwareCoordTakeoverAlertClass", "setup"]
+           "VMwareCoordEndpointService", "TAKEOVER_PROBLEMS", *alert_classes.__all__, "setup"]
 
 
 async def setup(middleware: Any) -> None:
-    """Create the tables and start a reconcile in the background; never raises."""
+    """Tables, alerts and the trust baseline, then a reconcile in the background; never raises
+    (middlewared runs every plugin's setup unguarded, and must start whatever happens here)."""
     try:
-        await middleware.call("vmware_coord.create_tables")
-    except Exception:  # noqa: BLE001 - middlewared must start whatever happens here
-        log.error("truenas-vmware-coord: creating tables failed", exc_info=True)
-        return
-    ops = ([alert_ops.AlertOp("create", alert_ops.TAKEOVER, {"key": "takeover",
-                                                            "problems": "; ".join(TAKEOVER_PROBLEMS)})]
-           if TAKEOVER_PROBLEMS else [alert_ops.AlertOp("delete", alert_ops.TAKEOVER, "takeover")])
-    for op in ops:
-        try:
-            await middleware.call(f"alert.oneshot_{op.action}", op.klass, op.args)
-        except Exception:  # noqa: BLE001
-            log.warning("truenas-vmware-coord: alert %s failed", op.klass, exc_info=True)
-    try:
-        # A job: it runs in the background, so a slow vCenter never delays startup.
-        await middleware.call("vmware_coord.reconcile")
+        await middleware.call("vmware_coord.startup")
     except Exception:  # noqa: BLE001
-        log.warning("truenas-vmware-coord: the startup reconcile could not start", exc_info=True)
+        log.error("truenas-vmware-coord: setup failed", exc_info=True)

@@ -167,7 +167,15 @@ class Cli:
 
     def hook(self) -> int:
         """sanoid's and zrepl's pre/post snapshot hooks (app/hooks.py has their contracts)."""
-        call = hooks.read_call(os.environ, self.args.phase)
+        try:
+            call = hooks.read_call(os.environ, self.args.phase)
+        except InvalidInput as exc:
+            pre = self.args.phase == "pre" or hooks.PHASES.get(
+                os.environ.get("SANOID_SCRIPT") or os.environ.get("ZREPL_HOOKTYPE") or "") == "pre"
+            if not pre or self.args.strict:
+                raise
+            error(f"{exc}\nno VM was touched; the snapshot goes ahead without VMware coordination")
+            return EXIT_OK
         if call.dry_run:
             return EXIT_OK
         if call.phase == "pre":
@@ -499,6 +507,13 @@ def run(cli: Cli) -> int:
         log.info("unexpected failure", exc_info=True)
         error(f"unexpected {describe(exc)} (run with -v for details)")
         return EXIT_OTHER
+
+
+def hook_main() -> int:
+    """``vmware-coord-hook``: ``vmware-coord hook`` for schedulers that run a hook without
+    arguments (zrepl): the phase comes from ZREPL_HOOKTYPE or SANOID_SCRIPT, the
+    configuration from VMWARE_COORD_CONFIG (default /etc/vmware-coord/config.toml)."""
+    return main(["hook"])
 
 
 if __name__ == "__main__":

@@ -69,8 +69,9 @@ class Coordinator:
         return begin_phase.begin(self.parts, dataset, recursive, exclude, detached, run_id, hook_key,
                                  deadline_s)
 
-    def end(self, context: RunContext | str, snapshot: str | None = None) -> dict[str, Any]:
-        return end_phase.end(self.parts, context, snapshot)
+    def end(self, context: RunContext | str, snapshot: str | None = None,
+            notes: Iterable[str] = ()) -> dict[str, Any]:
+        return end_phase.end(self.parts, context, snapshot, notes)
 
     def run(self, dataset: str, take_snapshot: Callable[[dict[str, str]], str],
             recursive: bool = False, exclude: Iterable[str] = ()) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from ..domain.strategies import STRATEGIES
@@ -37,10 +38,12 @@ Placement = dict[tuple[str, str], tuple[str | None, tuple[str, ...]]]   # VM -> 
 Undone = list[tuple[ActionRecord, str]]
 
 
-def end(parts: Parts, context: RunContext | str, snapshot: str | None = None) -> dict[str, Any]:
-    """Undo everything this run did; return the final manifest (also stored)."""
+def end(parts: Parts, context: RunContext | str, snapshot: str | None = None,
+        notes: Iterable[str] = ()) -> dict[str, Any]:
+    """Undo everything this run did; return the final manifest (also stored), with ``notes``
+    (what the caller knows about the snapshot) among its warnings."""
     run_id = context if isinstance(context, str) else context.run_id
-    warnings: list[str] = []
+    warnings: list[str] = list(notes)
     try:
         record = parts.journal.run(run_id)
     except JournalError:

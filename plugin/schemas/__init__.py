@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import json
 import re
 from collections.abc import Iterator
@@ -22,8 +23,6 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as _SchemaViolation
-from referencing import Registry, Resource
-from referencing.exceptions import NoSuchResource
 from truenas_vmware_coord.domain.errors import FieldError, InvalidInput
 
 BASE_URI = "https://truenas-vmware-coord.invalid/schemas/"
@@ -75,22 +74,35 @@ def _load(name: str) -> dict[str, Any]:
     return json.loads((_DIR / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def _retrieve(uri: str) -> Resource:
-    # Cross-file "$ref"s (config.json -> policy.json) resolve to the files next to us, never
-    # to the network; loading lazily keeps one broken schema file from breaking the others.
-    if not uri.startswith(BASE_URI) or not uri.endswith(".json"):
-        raise NoSuchResource(ref=uri)
-    try:
-        return Resource.from_contents(_load(uri[len(BASE_URI):-len(".json")]))
-    except KeyError:
-        raise NoSuchResource(ref=uri) from None
+def _references(schema: dict[str, Any]) -> dict[str, Any]:
+    """How cross-file "$ref"s (config.json -> policy.json) resolve: to the files next to us,
+    never to the network. jsonschema 4.18+ takes a ``referencing`` registry; the 4.10 that
+    TrueNAS 25.10 ships (Debian bookworm's, imported by middlewared before the plugin, so
+    whatever else is installed beside the plugin) a ``RefResolver`` with a store."""
+    if "registry" not in inspect.signature(Draft202012Validator).parameters:
+        from jsonschema import RefResolver
+        store = {f"{BASE_URI}{p.stem}.json": _load(p.stem) for p in sorted(_DIR.glob("*.json"))}
+        return {"resolver": RefResolver(base_uri=schema["$id"], referrer=schema, store=store)}
+    from referencing import Registry, Resource
+    from referencing.exceptions import NoSuchResource
+
+    def retrieve(uri: str) -> Resource:
+        # Loading lazily keeps one broken schema file from breaking the others.
+        if not uri.startswith(BASE_URI) or not uri.endswith(".json"):
+            raise NoSuchResource(ref=uri)
+        try:
+            return Resource.from_contents(_load(uri[len(BASE_URI):-len(".json")]))
+        except KeyError:
+            raise NoSuchResource(ref=uri) from None
+
+    return {"registry": Registry(retrieve=retrieve)}
 
 
 @functools.cache
 def _validator(name: str, definition: str | None) -> Draft202012Validator:
     schema = _load(name)
     Draft202012Validator.check_schema(schema)
-    root = Draft202012Validator(schema, registry=Registry(retrieve=_retrieve))
+    root = Draft202012Validator(schema, **_references(schema))
     if definition is None:
         return root
     if definition not in schema.get("$defs", {}):

@@ -7,7 +7,9 @@ as separate calls, so the sessions ``begin`` opened wait for ``end`` in the runt
 ``SessionPool``. It turns reports into alerts.
 
 The journal lives on the system dataset (``systemdataset.config()['path']``), which
-survives reboots and, on HA systems, fails over with the pool.
+survives reboots and, on HA systems, fails over with the pool. Snapshots are found and
+labelled through the ``zfs`` command (``snapshots.py`` says why); manual runs create them
+through ``pool.snapshot.create``, which every release has.
 """
 
 from __future__ import annotations
@@ -31,16 +33,17 @@ from ..engine.sessions import SessionPool
 from ..engine.settings import Settings, parse_settings
 from ..store.policy_repo import with_draft
 from ..vsphere import privileges
-from ..vsphere.hypervisor import VsphereConnector
 from ..vsphere.session import open_session
-from ..zfs.snapshot import PROP_RUN
-from . import alerts, facts
+from ..zfs.shell import LocalShell, Shell
+from . import alerts, facts, snapshots
 from .policy_store import DatastorePolicyRepository
+from .trust import FirstUseConnector
 
 log = logging.getLogger(__name__)
 
 Call = Callable[..., Any]
 ENDPOINT_TABLE = "vmware_coord.endpoint"
+STATE_TABLE = "vmware_coord.state"
 JOURNAL = Path("vmware_coord") / "journal.sqlite"
 # zettarepl's observer is serial and schedules by the minute: a begin phase that stays under
 # this never pushes the next minute's snapshot tasks back, whatever the configured deadline.
@@ -62,9 +65,17 @@ def stored_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != "id"}
 
 
+def classic_alerts(call: Call) -> Callable[[alerts.AlertOp], None]:
+    """25.10's and 26.0's ``alert.oneshot_create(name, args)`` (the service passes 27's way)."""
+    return lambda op: call(f"alert.oneshot_{op.action}", op.klass, op.args)
+
+
 class Runtime:
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, send_alert: Callable[[alerts.AlertOp], None] | None = None,
+                 shell: Shell | None = None) -> None:
         self._call = call
+        self._send_alert = send_alert or classic_alerts(call)
+        self.shell = shell or LocalShell()
         self._lock = threading.Lock()
         self._journal: Journal | None = None
         self._sessions = SessionPool()
@@ -83,11 +94,14 @@ class Runtime:
         return facts.topology(self._call("vmware.query"), self._call("datastore.query", ENDPOINT_TABLE))
 
     def activity_allowed(self) -> bool:
+        """Whether the admin allows VMware traffic. When that cannot be read, no: stock stops
+        there too, and an admin's block must never be guessed away."""
         try:
             return bool(self._call("network.general.can_perform_activity", ACTIVITY))
-        except Exception:  # noqa: BLE001 - unknown activity (stock setup not run yet): not blocked
-            log.warning("network activity %r is not registered; proceeding", ACTIVITY, exc_info=True)
-            return True
+        except Exception:  # noqa: BLE001 - unknown: VMware is left alone, the snapshot goes ahead
+            log.error("whether VMware network activity is allowed could not be read; VMware is not "
+                      "contacted", exc_info=True)
+            return False
 
     def coordinator(self, *, hook: bool = False,
                     progress: Callable[[str, Any], None] | None = None) -> tuple[Coordinator, facts.Topology]:
@@ -98,8 +112,10 @@ class Runtime:
             begin = min(engine.begin_deadline_s, HOOK_BEGIN_DEADLINE_S)
             engine = dataclasses.replace(engine, begin_deadline_s=begin,
                                          vm_deadline_s=min(engine.vm_deadline_s, begin))
+        connector = FirstUseConnector(topo.endpoints, topo.password_for, self.first_use(topo), topo.hosts,
+                                      pin=self.pin, notify=self._send_alert_safely)
         coordinator = Coordinator(
-            connector=VsphereConnector(topo.endpoints, topo.password_for), journal=self.journal(),
+            connector=connector, journal=self.journal(),
             mappings=list(topo.mappings), storage=lambda: facts.storage_facts(self._call),
             policies=[p for p in DatastorePolicyRepository(self._call).list() if p.enabled],
             default_ladder=settings.default_ladder, config=engine, progress=progress,
@@ -112,30 +128,108 @@ class Runtime:
             self._journal = Journal(Path(base) / JOURNAL)
         return self._journal
 
+    # --- trust on first use ---------------------------------------------------------------
+
+    def state(self, key: str) -> dict[str, Any] | None:
+        rows = self._call("datastore.query", STATE_TABLE, [["key", "=", key]])
+        return rows[0]["value"] if rows else None
+
+    def record_trust_baseline(self) -> None:
+        """At the first setup: the hosts mapped before this plugin (trusted on first use)."""
+        if self.state("trust_baseline") is None:
+            hosts = sorted({r["hostname"].lower() for r in self._call("vmware.query")})
+            self._call("datastore.insert", STATE_TABLE, {"key": "trust_baseline", "value": {"hosts": hosts}})
+
+    def first_use(self, topo: facts.Topology) -> set[str]:
+        """Endpoints of baseline hosts that have no explicit settings yet."""
+        baseline = set((self.state("trust_baseline") or {}).get("hosts", ()))
+        explicit = {r["hostname"].lower() for r in self._call("datastore.query", ENDPOINT_TABLE)}
+        return {e for e, host in topo.hosts.items() if host.lower() in baseline - explicit}
+
+    def pin(self, hostname: str, fingerprint: str) -> int:
+        """Pin ``fingerprint`` for ``hostname`` (its endpoint row created or updated)."""
+        rows = [r for r in self._call("datastore.query", ENDPOINT_TABLE)
+                if r["hostname"].lower() == hostname.lower()]
+        if not rows:
+            row = {"hostname": hostname, "document": {"tls": {"sha256_fingerprint": fingerprint}}}
+            return self._call("datastore.insert", ENDPOINT_TABLE, row)
+        document = dict(rows[0]["document"])
+        tls = {k: v for k, v in (document.get("tls") or {}).items()
+               if k not in ("skip_verification", "ca_certificate")}   # a pin replaces them
+        document["tls"] = tls | {"sha256_fingerprint": fingerprint}
+        self._call("datastore.update", ENDPOINT_TABLE, rows[0]["id"], {"document": document})
+        return rows[0]["id"]
+
+    # --- stock's freenas:vmsynced on datasets ----------------------------------------------
+
+    def dataset_flags(self) -> list[str]:
+        return snapshots.dataset_flags(self.shell, [m.dataset for m in self.topology().mappings])
+
+    def flag_alerts(self) -> None:
+        flagged = self.dataset_flags()
+        if not flagged:
+            self.apply([alerts.AlertOp("delete", alerts.DATASET_FLAGS, "datasets")])
+            return
+        self.apply([alerts.AlertOp("create", alerts.DATASET_FLAGS, {
+            "key": "datasets", "count": len(flagged), "datasets": ", ".join(flagged)[:900],
+            "fix": "Clear them with midclt call vmware_coord.clear_dataset_flags (each snapshot then "
+                   "shows only the flag it was labelled with itself)."})])
+
+    def clear_dataset_flags(self) -> list[str]:
+        flagged = self.dataset_flags()
+        for dataset in flagged:
+            snapshots.clear_dataset_flag(self.shell, dataset)
+        self.flag_alerts()
+        return flagged
+
     # --- the hook path (zettarepl's observer, zfs.snapshot.create with vmware_sync) ---------
 
     def has_mappings(self, dataset: str, recursive: bool, exclude: list[str]) -> bool:
         scope = Scope(dataset, recursive, tuple(sorted(set(exclude))))
         return bool(scope_mappings(self.topology().mappings, scope))
 
-    def begin(self, dataset: str, recursive: bool, exclude: list[str]) -> dict[str, Any] | None:
-        """VMware snapshots before the ZFS snapshot; None when VMware activity is blocked."""
+    def begin(self, dataset: str, recursive: bool, exclude: list[str],
+              hook: dict[str, Any]) -> dict[str, Any] | None:
+        """VMware snapshots before the ZFS snapshot; None when VMware activity is blocked.
+
+        ``hook`` says how to find the snapshot afterwards (the task's naming schema; its
+        ``allow_empty``) and travels in the context, which the caller hands back to end."""
         if not self.activity_allowed():
             log.warning("VMware network activity is disabled: %s is snapshotted without VMware", dataset)
             return None
         coordinator, _topo = self.coordinator(hook=True)
-        return coordinator.begin(dataset, recursive, exclude).to_dict()
+        return coordinator.begin(dataset, recursive, exclude).to_dict() | {"hook": hook}
 
     def end(self, context: dict[str, Any]) -> dict[str, Any]:
-        """Undo this run's VMware work, label the ZFS snapshot it made, raise/clear alerts."""
+        """Undo this run's VMware work, label exactly the snapshots it covered, raise/clear alerts."""
         record = self.journal().run(context["run_id"])
         if record is not None and record.ended:
             return record.manifest or {}   # reconcile finished it already (e.g. after a restart)
         coordinator, topo = self.coordinator(hook=True)
-        snapshot = self.snapshot_since(context["dataset"], context["started_at"])
-        report = end_and_label(coordinator, context["run_id"], snapshot, self.label)
+        hook = context.get("hook") or {}
+        made = self.snapshots_made(context, hook)
+        notes = []
+        if made and hook.get("allow_empty") is False and all(snapshots.empty(self.shell, s) for s in made):
+            notes.append(f"{made[0]} is empty: zettarepl destroys it after this hook (the task's "
+                         "allow_empty is off), so no snapshot of this run remains")
+        report = end_and_label(coordinator, context["run_id"], made, self.label, notes)
         self.after_run(report, topo)
         return report
+
+    def snapshots_made(self, context: dict[str, Any], hook: dict[str, Any]) -> list[str]:
+        """What the run's snapshot is: a periodic task's by its naming schema, created since
+        begin (a manual snapshot meanwhile is not it); with its children when recursive."""
+        try:
+            top = snapshots.task_snapshot(self.shell, context["dataset"], hook.get("naming_schema"),
+                                          context["started_at"])
+            if top is None:
+                return []
+            if not context["recursive"]:
+                return [top]
+            return snapshots.family(self.shell, top, context.get("exclude") or ())
+        except Exception:  # noqa: BLE001 - unknown: the run still ends, unlabelled
+            log.warning("snapshots of %s could not be listed", context["dataset"], exc_info=True)
+            return []
 
     def settle_later(self, report: dict[str, Any]) -> None:
         """Creates that may still land are watched in the background: a hook job must not
@@ -149,23 +243,8 @@ class Runtime:
         except Exception:  # noqa: BLE001 - the periodic reconcile retries
             log.warning("watching for late VMware snapshots failed", exc_info=True)
 
-    def snapshot_since(self, dataset: str, started_at: float) -> str | None:
-        """The snapshot of ``dataset`` taken since the run began (the newest such).
-
-        zettarepl only passes ``freenas:vmsynced=Y`` at creation and ``zfs.snapshot.create``
-        writes it on the dataset; the run id and summary can only be added afterwards.
-        """
-        try:
-            snaps = self._call("zfs.snapshot.query", [["dataset", "=", dataset]])
-        except Exception:  # noqa: BLE001 - unknown: the run still ends, unlabelled
-            log.warning("snapshots of %s could not be listed", dataset, exc_info=True)
-            return None
-        fresh = [s for s in snaps if float(s["properties"]["creation"]["rawvalue"]) >= int(started_at)]
-        return max(fresh, key=lambda s: int(s["createtxg"]))["id"] if fresh else None
-
     def label(self, snapshot: str, properties: dict[str, str]) -> None:
-        updates = [{"key": k, "value": v} for k, v in sorted(properties.items())]
-        self._call("zfs.snapshot.update", snapshot, {"user_properties_update": updates})
+        snapshots.label(self.shell, snapshot, properties)
 
     def after_run(self, report: dict[str, Any], topo: facts.Topology) -> None:
         self.settle_later(report)
@@ -178,11 +257,13 @@ class Runtime:
 
     def apply(self, ops: list[alerts.AlertOp]) -> None:
         for op in ops:
-            method = "alert.oneshot_create" if op.action == "create" else "alert.oneshot_delete"
-            try:
-                self._call(method, op.klass, op.args)
-            except Exception:  # noqa: BLE001 - an alert that cannot be raised is logged
-                log.warning("%s %s failed", method, op.klass, exc_info=True)
+            self._send_alert_safely(op)
+
+    def _send_alert_safely(self, op: alerts.AlertOp) -> None:
+        try:
+            self._send_alert(op)
+        except Exception:  # noqa: BLE001 - an alert that cannot be raised is logged
+            log.warning("alert %s %s failed", op.action, op.klass, exc_info=True)
 
     # --- the API ----------------------------------------------------------------------------
 
@@ -200,13 +281,13 @@ class Runtime:
 
     def run(self, dataset: str, recursive: bool, name: str | None,
             progress: Callable[[str, Any], None]) -> dict[str, Any]:
-        """A manual coordinated snapshot through zfs.snapshot.create, properties at creation."""
+        """A manual coordinated snapshot through pool.snapshot.create, properties at creation."""
         coordinator, topo = self.coordinator(progress=progress)
         snapname = name or default_name()
 
         def take(properties: dict[str, str]) -> str:
-            created = self._call("zfs.snapshot.create", {"dataset": dataset, "name": snapname,
-                                                         "recursive": recursive, "properties": properties})
+            created = self._call("pool.snapshot.create", {"dataset": dataset, "name": snapname,
+                                                          "recursive": recursive, "properties": properties})
             return created["name"]
 
         report = coordinated_snapshot(coordinator, dataset, take, recursive)
@@ -225,16 +306,8 @@ class Runtime:
         return history.runs(self.journal(), limit)
 
     def manifest(self, key: str) -> dict[str, Any] | None:
-        record = history.find_run(self.journal(), key, self._run_property)
+        record = history.find_run(self.journal(), key, lambda snap: snapshots.run_of(self.shell, snap))
         return None if record is None else record.document
-
-    def _run_property(self, snapshot: str) -> str | None:
-        """The run id a snapshot carries (replicated or labelled elsewhere)."""
-        try:
-            props = self._call("zfs.snapshot.query", [["id", "=", snapshot]], {"get": True})
-        except Exception:  # noqa: BLE001 - no such snapshot
-            return None
-        return props.get("properties", {}).get(PROP_RUN, {}).get("value")
 
     def check_privileges(self, mapping_id: str) -> dict[str, Any]:
         topo = self.topology()

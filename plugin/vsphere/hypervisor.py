@@ -9,12 +9,11 @@ pyVmomi fault and socket error leaves this module as one of the engine's typed f
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from pyVmomi import vim, vmodl
@@ -54,6 +53,10 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
 
 class VsphereHypervisor:
     """A logged-in endpoint as the engine sees it."""
+
+    @staticmethod
+    def connect(settings: EndpointSettings, password: str) -> VsphereHypervisor:
+        return VsphereHypervisor(open_session(settings, password))
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -171,16 +174,9 @@ class VsphereHypervisor:
 
     # --- waiting -------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _starting(self) -> Iterator[None]:
+    def _starting(self) -> _InFlight:
         """Count a snapshot start call in flight: the watcher batches the tasks of a wave."""
-        with self._watcher_lock:
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._watcher_lock:
-                self._in_flight -= 1
+        return _InFlight(self)
 
     @translated
     def wait(self, handle: TaskHandle, timeout: float) -> TaskOutcome | None:
@@ -219,6 +215,23 @@ class VsphereHypervisor:
         return vim.VirtualMachine(moref, stub=self.session.stub)
 
 
+class _InFlight:
+    """A class, not a generator context manager: Python 3.11's contextlib assigns
+    ``__traceback__`` on an exception passing through, which the faults of pyvmomi 6.7.1
+    (TrueNAS 25.10's) refuse, turning every refusal into an AttributeError."""
+
+    def __init__(self, hv: VsphereHypervisor) -> None:
+        self._hv = hv
+
+    def __enter__(self) -> None:
+        with self._hv._watcher_lock:
+            self._hv._in_flight += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._hv._watcher_lock:
+            self._hv._in_flight -= 1
+
+
 class VsphereConnector:
     """Opens a VsphereHypervisor for an endpoint id; passwords come from a resolver."""
 
@@ -230,5 +243,4 @@ class VsphereConnector:
         return sorted(self._endpoints)
 
     def open(self, endpoint_id: str) -> VsphereHypervisor:
-        settings = self._endpoints[endpoint_id]
-        return VsphereHypervisor(open_session(settings, self._password_for(endpoint_id)))
+        return VsphereHypervisor.connect(self._endpoints[endpoint_id], self._password_for(endpoint_id))

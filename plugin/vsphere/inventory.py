@@ -118,12 +118,19 @@ def _disk_facts(dev: vim.vm.device.VirtualDisk) -> DiskFacts:
         sharing=getattr(backing, "sharing", None), rdm_mode=rdm_mode)
 
 
+# Dynamic DirectPath came with vSphere 7; the pyvmomi 6.7.1 TrueNAS 25.10 ships has no such
+# type (and a server speaking 6.7 to it never sends one).
+_PASSTHROUGH = vim.vm.device.VirtualPCIPassthrough
+_DYNAMIC_BACKING = tuple(getattr(_PASSTHROUGH, n) for n in ("DynamicBackingInfo",)
+                         if hasattr(_PASSTHROUGH, n))
+
+
 def _device_facts(dev: Any) -> DeviceFacts | None:
     label = dev.deviceInfo.label if dev.deviceInfo else f"device {dev.key}"
     if isinstance(dev, vim.vm.device.VirtualPCIPassthrough):
         if isinstance(dev.backing, vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo):
             return DeviceFacts(dev.key, label, "vgpu", dev.backing.vgpu or "")
-        dynamic = isinstance(dev.backing, vim.vm.device.VirtualPCIPassthrough.DynamicBackingInfo)
+        dynamic = isinstance(dev.backing, _DYNAMIC_BACKING)
         return DeviceFacts(dev.key, label, "passthrough", "dynamic DirectPath" if dynamic else "")
     if isinstance(dev, vim.vm.device.VirtualSriovEthernetCard):
         return DeviceFacts(dev.key, label, "sriov")

@@ -16,8 +16,7 @@ import ssl
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from pyVim import connect
-from pyVmomi import VmomiSupport, vim
+from pyVmomi import SoapStubAdapter, VmomiSupport, vim
 
 from ..domain.model import Endpoint
 from .errors import (
@@ -162,10 +161,11 @@ def _translate(settings: EndpointSettings, exc: BaseException, step: str) -> Vsp
 class Session:
     """A logged-in pyVmomi session and what was learnt about the endpoint."""
 
-    def __init__(self, settings: EndpointSettings, si: vim.ServiceInstance, api_version: str) -> None:
+    def __init__(self, settings: EndpointSettings, si: vim.ServiceInstance, content: Any,
+                 api_version: str) -> None:
         self.settings = settings
         self.si = si
-        self.content = si.content  # fetched once by Connect; never re-read
+        self.content = content  # fetched once at login; never re-read
         self.api_version = api_version
         self.is_vcenter = self.content.about.apiType == "VirtualCenter"
         # Only a vCenter has an instance identity; an ESXi host reports none (or "").
@@ -196,6 +196,22 @@ class Session:
         self.logout()
 
 
+def _login(settings: EndpointSettings, password: str, version_id: str,
+           ctx: ssl.SSLContext) -> tuple[vim.ServiceInstance, Any]:
+    """What ``pyVim.connect.Connect`` does, with every connection bounded by the connect
+    timeout: its ``httpConnectionTimeout`` is missing from the pyvmomi 6.7.1 TrueNAS 25.10
+    ships, while the stub's ``schemeArgs`` reach every connection in 6.7.1 and in 8.x."""
+    stub = SoapStubAdapter(host=settings.host, port=settings.port, version=version_id, sslContext=ctx,
+                           connectionPoolTimeout=-1)
+    stub.schemeArgs["timeout"] = settings.connect_timeout
+    si = vim.ServiceInstance("ServiceInstance", stub)
+    # RetrieveContent, not the .content property: in pyvmomi 6.7.1 that is a property read
+    # (a PropertyCollector call, which needs a session already), in 8.x a cached one.
+    content = si.RetrieveContent()
+    content.sessionManager.Login(settings.username, password, None)
+    return si, content
+
+
 def open_session(settings: EndpointSettings, password: str) -> Session:
     """Verify, negotiate and log in; every step bounded by the endpoint's timeouts."""
     step = "checking the certificate"
@@ -206,10 +222,7 @@ def open_session(settings: EndpointSettings, password: str) -> Session:
         step = "negotiating the API version"
         api, version_id = negotiate_version(settings, ctx)
         step = "logging in"
-        si = connect.Connect(host=settings.host, port=settings.port, user=settings.username,
-                             pwd=password, version=version_id, sslContext=ctx,
-                             httpConnectionTimeout=settings.connect_timeout,
-                             connectionPoolTimeout=-1)
+        si, content = _login(settings, password, version_id, ctx)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a typed error
         raise _translate(settings, exc, step) from None
     # Logged in: from now on each SOAP reply may take up to read_timeout, and enough
@@ -221,4 +234,4 @@ def open_session(settings: EndpointSettings, password: str) -> Session:
         if conn.sock is not None:
             conn.sock.settimeout(settings.read_timeout)
     log.info("%s: logged in (API %s)", settings.id, api)
-    return Session(settings, si, api)
+    return Session(settings, si, content, api)

@@ -60,6 +60,15 @@ def list_snapshots(shell: Shell, dataset: str) -> list[str]:
     return [line for line in out.splitlines() if line]
 
 
+def creation_times(shell: Shell, snapshots: list[str]) -> dict[str, int]:
+    """Each snapshot's creation time (seconds since the epoch); zfs-fuse's ``list`` has no -p."""
+    if not snapshots:
+        return {}
+    out = shell.run(["zfs", "get", "-H", "-p", "-o", "name,value", "creation", *snapshots])
+    return {name: int(value) for name, _, value in (line.partition("\t") for line in out.splitlines())
+            if value.strip().isdigit()}
+
+
 def dataset_tree(shell: Shell, dataset: str) -> list[str] | None:
     """``dataset`` and its descendants (file systems and zvols), or None if it does not exist."""
     try:

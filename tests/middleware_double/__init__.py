@@ -10,10 +10,16 @@ truenas/middleware at TS-25.10.6 it mirrors:
 | middlewared.service              | framework.py                   |
 | middlewared.api, .api.base       | framework.py                   |
 | middlewared.sqlalchemy           | datastore.py                   |
-| middlewared.alert.base           | alerts.py                      |
+| middlewared.alert.base           | alerts.py (27: alerts_typed.py) |
 | middlewared.plugins.vmware       | stock_vmware.py (shape only)   |
 | (the running daemon)             | middleware.py                  |
 | (zettarepl's observer)           | zettarepl.py                   |
+
+``release`` picks the shapes of a TrueNAS release, each read from its source (the files
+say where): "25.10" (TS-25.10.6), "26.0" (TS-26.0.0-BETA.3: ``sa.JSON`` needs its type,
+``pool.snapshottask`` returns models, ``zfs.snapshot.*`` is gone and
+``pool.snapshot.update`` sets nothing) and "27" (master: 26.0's, plus typed dataclass
+alerts).
 """
 
 from __future__ import annotations
@@ -26,16 +32,21 @@ NAMES = ("middlewared", "middlewared.service", "middlewared.service_exception", 
          "middlewared.plugins", "middlewared.plugins.vmware")
 
 
-def install(stock_shape: str = "25.10") -> dict[str, types.ModuleType]:
+RELEASES = ("25.10", "26.0", "27")
+
+
+def install(stock_shape: str = "25.10", release: str = "25.10") -> dict[str, types.ModuleType]:
     """Register the double's modules under middlewared's names; returns them by name."""
     import importlib
 
-    from . import alerts, datastore, framework, stock_vmware
+    from . import alerts, alerts_typed, datastore, framework, stock_vmware
 
     # A fresh declarative registry and alert registry per install: the plugin module is
     # imported anew each time, as in a new middlewared process.
     datastore = importlib.reload(datastore)
     alerts = importlib.reload(alerts)
+    alerts_typed = importlib.reload(alerts_typed)
+    sqlalchemy_attrs = {"JSON": datastore.JSONNeedingItsType} if release != "25.10" else {}
 
     def module(name: str, source: types.ModuleType | None = None, **attrs: object) -> types.ModuleType:
         mod = types.ModuleType(name)
@@ -52,9 +63,10 @@ def install(stock_shape: str = "25.10") -> dict[str, types.ModuleType]:
         "middlewared.service_exception": module("middlewared.service_exception", framework),
         "middlewared.api": module("middlewared.api", api_method=framework.api_method),
         "middlewared.api.base": module("middlewared.api.base", BaseModel=framework.BaseModel),
-        "middlewared.sqlalchemy": module("middlewared.sqlalchemy", datastore),
+        "middlewared.sqlalchemy": module("middlewared.sqlalchemy", datastore, **sqlalchemy_attrs),
         "middlewared.alert": module("middlewared.alert"),
-        "middlewared.alert.base": module("middlewared.alert.base", alerts),
+        "middlewared.alert.base": module("middlewared.alert.base",
+                                         alerts_typed if release == "27" else alerts),
         "middlewared.plugins": module("middlewared.plugins"),
     }
     mods["middlewared.plugins.vmware"] = stock_vmware.build(stock_shape)

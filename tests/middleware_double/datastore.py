@@ -102,6 +102,13 @@ class JSON(TypeDecorator):
             return self.type() if self.type is not None else None
 
 
+class JSONNeedingItsType(JSON):
+    """26.0's ``sa.JSON``: the type argument is required (TS-26.0.0-BETA.3 ``sqlalchemy.py:76``)."""
+
+    def __init__(self, type_: type, encrypted: bool = False) -> None:
+        super().__init__(type_, encrypted)
+
+
 # --- utils/filter_list -----------------------------------------------------------------------
 
 _OPS = {

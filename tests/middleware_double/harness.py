@@ -18,12 +18,13 @@ from . import install, uninstall
 from .middleware import Middleware
 
 
-def start(workdir: Path, stock_shape: str = "25.10", **kwargs: Any) -> tuple[Middleware, ModuleType]:
+def start(workdir: Path, stock_shape: str = "25.10", release: str = "25.10",
+          **kwargs: Any) -> tuple[Middleware, ModuleType]:
     uninstall()
-    install(stock_shape)
+    install(stock_shape, release)
     stock = sys.modules["middlewared.plugins.vmware"]
     plugin = importlib.import_module("truenas_vmware_coord.vmware_coord")
-    mw = Middleware(workdir, **kwargs)
+    mw = Middleware(workdir, release=release, **kwargs)
     mw.datastore.create_tables("storage.vmwareplugin")
     mw.load_plugins(stock, plugin)
     mw.run_setup()

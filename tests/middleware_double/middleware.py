@@ -34,7 +34,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from . import alerts as alerts_mod
+from . import alerts_typed
 from .datastore import DatastoreService, filter_list
 from .framework import (
     ABSTRACT_SERVICES,
@@ -49,6 +52,11 @@ from .framework import (
 
 log = logging.getLogger(__name__)
 METHOD_NOT_FOUND, INVALID_PARAMS, TRUENAS_CALL_ERROR = -32601, -32602, -32001
+
+
+def _wire(value: Any) -> Any:
+    """What the websocket sends for a result that is not JSON: a model as its fields."""
+    return value.model_dump() if hasattr(value, "model_dump") else str(value)
 
 
 def _zfs(*args: str) -> str:
@@ -123,6 +131,72 @@ class ZfsSnapshot:
         return self.query([["id", "=", snap_id]], {"get": True})
 
 
+class PoolSnapshot25:
+    """``pool.snapshot`` of 25.10: delegates to ``zfs.snapshot`` (TS-25.10.6
+    ``plugins/pool_/snapshot.py:49-77``)."""
+
+    def __init__(self, zfs_snapshot: ZfsSnapshot) -> None:
+        self.create, self.query, self.update = zfs_snapshot.create, zfs_snapshot.query, zfs_snapshot.update
+
+
+class PoolSnapshot26:
+    """``pool.snapshot`` of 26.0 and 27, with ``zfs.snapshot.*`` gone (TS-26.0.0-BETA.3
+    ``plugins/pool_/snapshot.py``): ``create`` (:292-364) sets the user properties at
+    creation and, when the VMware begin context says vmsynced, ``freenas:vmsynced=Y`` on
+    the dataset (:338-344), ``snapshot_end`` in ``finally`` (:356-357); ``query`` (:191-290)
+    returns no ZFS property unless ``extra.properties`` names it, and user properties only
+    with ``extra.retention``; ``update`` (:366-370) sets nothing."""
+
+    def __init__(self, middleware: Middleware) -> None:
+        self.middleware = middleware
+
+    def create(self, data: dict[str, Any]) -> dict[str, Any]:
+        dataset, name, recursive = data["dataset"], data["name"], data.get("recursive", False)
+        context = None
+        if data.get("vmware_sync"):
+            context = self.middleware.call_sync("vmware.snapshot_begin", dataset, recursive)
+        try:
+            props = [a for k, v in sorted((data.get("properties") or {}).items()) for a in ("-o", f"{k}={v}")]
+            _zfs("snapshot", *(["-r"] if recursive else []), *props, f"{dataset}@{name}")
+            if context and context["vmsynced"]:
+                _zfs("set", "freenas:vmsynced=Y", dataset)
+        finally:
+            if context:
+                self.middleware.call_sync("vmware.snapshot_end", context)
+        full = f"{dataset}@{name}"
+        return {"id": full, "name": full, "dataset": dataset, "snapshot_name": name}
+
+    def query(self, filters: list | None = None, options: dict | None = None) -> Any:
+        names = _zfs("list", "-H", "-t", "snapshot", "-o", "name").split()
+        wanted = ((options or {}).get("extra") or {}).get("properties") or []
+        rows = []
+        for name in names:
+            dataset, _, snap = name.partition("@")
+            row: dict[str, Any] = {"id": name, "name": name, "dataset": dataset, "snapshot_name": snap,
+                                   "properties": {}}
+            for prop in wanted:
+                value = _zfs("get", "-H", "-p", "-o", "value", prop, name).strip()
+                row["properties"][prop] = {"value": value, "rawvalue": value, "parsed": value}
+            rows.append(row)
+        return filter_list(rows, filters, options)
+
+    def update(self, snap_id: str, data: dict[str, Any]) -> None:
+        return None
+
+
+class PeriodicSnapshotTaskEntry(BaseModel):
+    """26.0's typed ``pool.snapshottask`` entry (``api/v26_0_0/pool_snapshottask.py:28-52``):
+    internal callers get this model, not a dict (``plugins/snapshot.py:60`` ``generic = True``)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    dataset: str
+    recursive: bool
+    exclude: list[str] = []
+    naming_schema: str = "auto-%Y-%m-%d_%H-%M"
+    allow_empty: bool = True
+
+
 class _Plain:
     """A built-in service made of plain callables, with the Config bits ``call`` looks at."""
 
@@ -136,7 +210,8 @@ class _Plain:
 
 class Middleware:
     def __init__(self, workdir: Path, *, hostname: str = "nas", domain: str = "test.local",
-                 addresses: tuple[str, ...] = ("127.0.0.1",)) -> None:
+                 addresses: tuple[str, ...] = ("127.0.0.1",), release: str = "25.10") -> None:
+        self.release = release
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.loop = asyncio.new_event_loop()
@@ -149,9 +224,12 @@ class Middleware:
         self.setup_funcs: list[tuple[str, Any]] = []
         self.snapshot_tasks: list[dict[str, Any]] = []
         self.datastore = DatastoreService(self, str(self.workdir / "freenas-v1.db"))
-        self.alert = alerts_mod.AlertService(self)
+        self.alert = (alerts_typed if release == "27" else alerts_mod).AlertService(self)
         self.network = NetworkGeneral()
         self.zfs_snapshot = ZfsSnapshot(self)
+        snapshot_services: dict[str, Any] = (
+            {"zfs.snapshot": self.zfs_snapshot, "pool.snapshot": PoolSnapshot25(self.zfs_snapshot)}
+            if release == "25.10" else {"pool.snapshot": PoolSnapshot26(self)})
         (self.workdir / "system").mkdir(exist_ok=True)
         self.services.update({
             "datastore": self.datastore,
@@ -162,14 +240,14 @@ class Middleware:
             "interface.query": None,
             "interface": _Plain(query=lambda *a: [{"state": {"aliases": [
                 {"type": "INET", "address": a_} for a_ in addresses]}}]),
-            "pool.snapshottask": _Plain(query=lambda f=None, o=None: filter_list(self.snapshot_tasks, f, o)),
-            "zfs.snapshot": self.zfs_snapshot,
+            "pool.snapshottask": _Plain(query=self._snapshot_tasks),
+            **snapshot_services,
             "systemdataset": _Plain(config=lambda: {"path": str(self.workdir / "system")}),
             "pool.dataset": _Plain(query=self._datasets),
             "iscsi.extent": _Plain(query=lambda *a: []),
         })
         del self.services["interface.query"]
-        for name in ("alert", "network.general", "datastore", "zfs.snapshot"):
+        for name in ("alert", "network.general", "datastore", *snapshot_services):
             obj = self.services[name]
             if not hasattr(obj, "_config"):
                 obj._config = _Plain._config
@@ -291,7 +369,7 @@ class Middleware:
                                getattr(e, "extra", None))
         except Exception as e:  # noqa: BLE001 - what the server does with anything else
             return self._error(id_, TRUENAS_CALL_ERROR, "Method call error", 22, str(e) or repr(e), None)
-        return {"jsonrpc": "2.0", "id": id_, "result": json.loads(json.dumps(result, default=str))}
+        return {"jsonrpc": "2.0", "id": id_, "result": json.loads(json.dumps(result, default=_wire))}
 
     def get_jobs(self, filters: list | None = None, options: dict | None = None) -> Any:
         """core.get_jobs: the jobs with their state, progress, result and error."""
@@ -311,6 +389,14 @@ class Middleware:
                          "params": [json.loads(a) for a in json_args]})
 
     # --- TrueNAS facts ------------------------------------------------------------------
+
+    def _snapshot_tasks(self, filters: list | None = None, options: dict | None = None) -> Any:
+        found = filter_list(self.snapshot_tasks, filters, options)
+        if self.release == "25.10":
+            return found
+        if isinstance(found, dict):
+            return PeriodicSnapshotTaskEntry(**found)
+        return [PeriodicSnapshotTaskEntry(**row) for row in found]
 
     def _datasets(self, filters: list | None = None, options: dict | None = None) -> list[dict[str, Any]]:
         out = _zfs("list", "-H", "-o", "name,mountpoint,type")

@@ -64,7 +64,7 @@ def build(shape: str = "25.10") -> types.ModuleType:
             password = sa.Column(sa.EncryptedText())
             filesystem = sa.Column(sa.String(200))
             datastore = sa.Column(sa.String(200))
-            state = sa.Column(sa.JSON())
+            state = sa.Column(sa.JSON(dict))   # 26.0 spells it so (plugins/vmware.py:58); 25.10 accepts it
         ns["VMWareModel"] = VMWareModel
 
     class VMWareService(CRUDService):

@@ -5,9 +5,18 @@
   returned something, ``proceed`` as a job; the response carries
   ``{"freenas:vmsynced": "Y"}`` only when ``context["vmsynced"]``; Success/Error -> ``end``
   as a job when a context was kept. Every exception is logged and swallowed, as there.
-- ``run_task`` is the loop body of zettarepl's ``zettarepl.py`` for one task: ``notify``
-  Start (an observer exception yields the default empty response), ``create_snapshot`` with
-  ``-o k=v`` for the response's properties, then Success or Error.
+- ``run_tick`` is zettarepl's ``_run_periodic_snapshot_tasks`` for one tick (truenas/zettarepl
+  stable/goldeye ``zettarepl/zettarepl.py:123-192``): tasks sorted recursive first, then
+  without exclude first, run one after another; the snapshot named by the task's naming
+  schema at the tick's time; a snapshot already created in this tick gets Success without
+  Start (:166-170); otherwise ``notify`` Start (an observer exception yields the default
+  empty response), the snapshot created with ``-o k=v`` for the response's properties —
+  except for a task with ``exclude``, which zettarepl creates by a channel program that drops
+  them (``snapshot/create.py:32-36``; zfs-fuse has no ``zfs program``, so each dataset not
+  excluded is snapshotted here, without properties) — then Success or Error; after every
+  task, empty snapshots (``written`` == 0) of tasks without ``allow_empty`` are destroyed
+  (:189-192, ``snapshot/empty.py``), after their Success reached the observer.
+- Task ids are ``task_<id>``, as middlewared names them (``plugins/zettarepl.py:627``).
 - The local client of the observer is ``Middleware.rpc``: the same JSON-RPC calls
   ``Client(private_methods=True).call(..., job=True)`` makes.
 """
@@ -15,8 +24,10 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("middlewared.plugins.zettarepl")
@@ -105,19 +116,85 @@ def notify(observer: Observer, message: Any) -> Any:
     return result
 
 
-def run_task(observer: Observer, task: dict[str, Any], snapshot_name: str) -> tuple[Any, Any]:
-    """One periodic snapshot task; returns (the start response, the final message)."""
-    task_id = f"periodic_snapshot_task_{task['id']}"
-    options = notify(observer, PeriodicSnapshotTaskStart(task_id))
-    args = ["zfs", "snapshot"]
-    if task["recursive"]:
-        args.append("-r")
-    for key, value in options.properties.items():
-        args += ["-o", f"{key}={value}"]
-    proc = subprocess.run([*args, f"{task['dataset']}@{snapshot_name}"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        final: Any = PeriodicSnapshotTaskError(task_id, proc.stderr.strip())
-    else:
-        final = PeriodicSnapshotTaskSuccess(task_id, task["dataset"], snapshot_name)
-    notify(observer, final)
-    return options, final
+@dataclasses.dataclass
+class TickResult:
+    task: dict[str, Any]
+    snapshot: str                 # dataset@name
+    options: Any                  # the Start response; None for Success without Start
+    final: Any                    # PeriodicSnapshotTaskSuccess or PeriodicSnapshotTaskError
+    destroyed: bool = False       # as empty, after Success (allow_empty false)
+
+
+def _zfs(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["zfs", *args], capture_output=True, text=True)
+
+
+def _create(task: dict[str, Any], name: str, properties: dict[str, str]) -> subprocess.CompletedProcess:
+    if not task.get("exclude"):
+        args = ["snapshot", *(["-r"] if task["recursive"] else [])]
+        for key, value in properties.items():
+            args += ["-o", f"{key}={value}"]
+        return _zfs(*args, f"{task['dataset']}@{name}")
+    listed = _zfs("list", "-H", "-o", "name", "-r", task["dataset"]).stdout.split()
+    kept = [d for d in listed if not any(d == e or d.startswith(f"{e}/") for e in task["exclude"])]
+    for dataset in kept:   # the channel program's effect: no properties
+        proc = _zfs("snapshot", f"{dataset}@{name}")
+        if proc.returncode != 0:
+            return proc
+    return subprocess.CompletedProcess([], 0, "", "")
+
+
+def _empty(snapshot: str) -> bool:
+    """zettarepl's test is ``written`` == 0; zfs-fuse has no ``written``, so here: the same
+    ``referenced`` as the dataset's previous snapshot (nothing changed in between)."""
+    dataset = snapshot.partition("@")[0]
+    older = [s for s in _zfs("list", "-H", "-t", "snapshot", "-o", "name", "-r", dataset).stdout.split()
+             if s.partition("@")[0] == dataset]
+    if older.index(snapshot) == 0:
+        return False
+    sizes = [_zfs("get", "-H", "-p", "-o", "value", "referenced", s).stdout.strip()
+             for s in (older[older.index(snapshot) - 1], snapshot)]
+    return sizes[0] == sizes[1]
+
+
+def run_tick(observer: Observer, tasks: list[dict[str, Any]], now: datetime.datetime | None = None,
+             after_create: Callable[[str], None] | None = None) -> list[TickResult]:
+    """One tick of periodic snapshot tasks, as zettarepl runs them; ``after_create(snapshot)``
+    runs between a snapshot's creation and its Success (what else happens on a NAS then)."""
+    now = now or datetime.datetime.now()
+    ordered = sorted(tasks, key=lambda t: (not t["recursive"], bool(t.get("exclude"))))
+    created: set[str] = set()
+    results = []
+    for task in ordered:
+        task_id = f"task_{task['id']}"
+        name = now.strftime(task["naming_schema"])
+        snapshot = f"{task['dataset']}@{name}"
+        if snapshot in created:
+            final: Any = PeriodicSnapshotTaskSuccess(task_id, task["dataset"], name)
+            notify(observer, final)
+            results.append(TickResult(task, snapshot, None, final))
+            continue
+        options = notify(observer, PeriodicSnapshotTaskStart(task_id))
+        proc = _create(task, name, options.properties)
+        if proc.returncode != 0:
+            final = PeriodicSnapshotTaskError(task_id, proc.stderr.strip())
+        else:
+            created.add(snapshot)
+            if after_create is not None:
+                after_create(snapshot)
+            final = PeriodicSnapshotTaskSuccess(task_id, task["dataset"], name)
+        notify(observer, final)
+        results.append(TickResult(task, snapshot, options, final))
+    allowing = {t["dataset"] for t in tasks if t.get("allow_empty", True)}
+    for result in results:
+        if result.task["dataset"] in allowing or not isinstance(result.final, PeriodicSnapshotTaskSuccess):
+            continue   # no task of that dataset may allow empty snapshots (snapshot/empty.py:17-37)
+        if _empty(result.snapshot):
+            result.destroyed = _zfs("destroy", result.snapshot).returncode == 0
+    return results
+
+
+def run_task(observer: Observer, task: dict[str, Any], now: datetime.datetime | None = None,
+             after_create: Callable[[str], None] | None = None) -> TickResult:
+    """A tick of one task."""
+    return run_tick(observer, [task], now, after_create)[0]

@@ -19,9 +19,10 @@ from .vcsim import Simulator
 
 
 def connect_to(sim: Simulator) -> vim.ServiceInstance:
-    return connect.Connect(host=sim.host, port=sim.port, user=sim.username, pwd=sim.password,
-                           sslContext=sim.ssl_context(), version="vim.version.version11",
-                           httpConnectionTimeout=30)
+    si = connect.Connect(host=sim.host, port=sim.port, user=sim.username, pwd=sim.password,
+                         sslContext=sim.ssl_context(), version="vim.version.version11")
+    si._stub.schemeArgs["timeout"] = 30   # later connections (pyvmomi 6.7.1 has no httpConnectionTimeout)
+    return si
 
 
 def wait(task: vim.Task, timeout: float = 60) -> object:

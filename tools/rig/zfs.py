@@ -64,6 +64,10 @@ class ZfsPool:
     def get(self, name: str, prop: str) -> str:
         return _run("zfs", "get", "-H", "-o", "value", prop, name).stdout.strip()
 
+    def get_source(self, name: str, prop: str) -> str:
+        """Where the value comes from: local, default, inherited from ..., or -."""
+        return _run("zfs", "get", "-H", "-o", "source", prop, name).stdout.strip()
+
     def destroy(self) -> None:
         _run("zpool", "export", "-f", self.name, check=False)
         others = [p for p in _run("zpool", "list", "-H", "-o", "name", check=False).stdout.split() if p]

@@ -138,6 +138,34 @@ class VMwareCoordEndpointFingerprintResult(BaseModel):
     result: dict
 
 
+class VMwareCoordEndpointPinArgs(BaseModel):
+    hostname: str
+    """The host of a VMware-Snapshots mapping."""
+    sha256_fingerprint: str
+    """What the host must present now, e.g. from an alert or vmware_coord.endpoint.fingerprint."""
+    port: int = 443
+
+
+class VMwareCoordEndpointPinResult(BaseModel):
+    result: VMwareCoordEndpointEntry
+
+
+class VMwareCoordDatasetFlagsArgs(BaseModel):
+    pass
+
+
+class VMwareCoordDatasetFlagsResult(BaseModel):
+    result: list[str]
+
+
+class VMwareCoordClearDatasetFlagsArgs(BaseModel):
+    pass
+
+
+class VMwareCoordClearDatasetFlagsResult(BaseModel):
+    result: list[str]
+
+
 class VMwareCoordPlanArgs(BaseModel):
     dataset: str
     recursive: bool = False

@@ -2,6 +2,7 @@
 (plan, run, reconcile, history, privileges, and the bodies of the stock hooks)."""
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,16 +25,22 @@ from ...domain.errors import InvalidInput, NotFound
 from ...domain.policy import policy_to_dict
 from ...engine.settings import parse_settings
 from ...vsphere.errors import VsphereError
-from ...vsphere.tls import server_fingerprint
+from ...vsphere.tls import normalize_fingerprint, server_fingerprint
+from ..alerts import TAKEOVER, AlertOp
 from ..facts import endpoint_document
 from ..policy_store import DatastorePolicyRepository, row_to_policy
 from ..runtime import ENDPOINT_TABLE, Runtime, config_document
+from .alert_classes import sender
 from .models import (
     VMwareCoordCheckPrivilegesArgs,
     VMwareCoordCheckPrivilegesResult,
+    VMwareCoordClearDatasetFlagsArgs,
+    VMwareCoordClearDatasetFlagsResult,
     VMwareCoordConfigEntry,
     VMwareCoordConfigUpdateArgs,
     VMwareCoordConfigUpdateResult,
+    VMwareCoordDatasetFlagsArgs,
+    VMwareCoordDatasetFlagsResult,
     VMwareCoordEndpointCreateArgs,
     VMwareCoordEndpointCreateResult,
     VMwareCoordEndpointDeleteArgs,
@@ -41,6 +48,8 @@ from .models import (
     VMwareCoordEndpointEntry,
     VMwareCoordEndpointFingerprintArgs,
     VMwareCoordEndpointFingerprintResult,
+    VMwareCoordEndpointPinArgs,
+    VMwareCoordEndpointPinResult,
     VMwareCoordEndpointUpdateArgs,
     VMwareCoordEndpointUpdateResult,
     VMwareCoordManifestArgs,
@@ -62,7 +71,9 @@ from .models import (
     VMwareCoordRunsResult,
 )
 from .tables import table_ddl
+from .takeover import TAKEOVER_PROBLEMS
 
+log = logging.getLogger(__name__)
 ROLE_READ, ROLE_WRITE = ["SNAPSHOT_TASK_READ"], ["SNAPSHOT_TASK_WRITE"]
 ENDPOINT_SETTINGS = ("port", "tls", "connect_timeout_seconds", "read_timeout_seconds", "limits")
 
@@ -219,6 +230,36 @@ class VMwareCoordEndpointService(CRUDService):
     def _instance(self, id_: int) -> dict[str, Any]:
         return self.middleware.call_sync("vmware_coord.endpoint.get_instance", id_)
 
+    @api_method(VMwareCoordEndpointPinArgs, VMwareCoordEndpointPinResult, roles=ROLE_WRITE,
+                audit="VMware coordination certificate pin:")
+    def pin(self, hostname: str, sha256_fingerprint: str, port: int) -> dict[str, Any]:
+        """Pin the certificate ``hostname`` presents, once it is confirmed to be ``sha256_fingerprint``.
+
+        The one call an alert about a new or changed certificate names; refused when the host
+        presents another certificate now.
+        """
+        self.middleware.call_sync("network.general.will_perform_activity", "vmware")
+        schema = "vmware_coord_endpoint_pin"
+        hosts = {r["hostname"].lower() for r in self.middleware.call_sync("vmware.query")}
+        verrors = ValidationErrors()
+        if hostname.lower() not in hosts:
+            verrors.add(f"{schema}.hostname", "must be the host of a VMware-Snapshots mapping "
+                                              f"(known: {', '.join(sorted(hosts)) or 'none'})")
+        try:
+            wanted = normalize_fingerprint(sha256_fingerprint)
+        except ValueError as exc:
+            verrors.add(f"{schema}.sha256_fingerprint", str(exc))
+        verrors.check()
+        try:
+            presented = server_fingerprint(hostname, port)
+        except VsphereError as exc:
+            raise CallError(str(exc)) from None
+        if presented != wanted:
+            verrors.add(f"{schema}.sha256_fingerprint",
+                        f"{hostname} presents {presented} now, not this certificate")
+            verrors.check()
+        return self._instance(self.middleware.call_sync("vmware_coord.pin_row", hostname, wanted))
+
     @api_method(VMwareCoordEndpointFingerprintArgs, VMwareCoordEndpointFingerprintResult, roles=ROLE_READ)
     def fingerprint(self, hostname: str, port: int) -> dict[str, Any]:
         """The SHA-256 fingerprint of the certificate ``hostname`` presents, for the UI to offer pinning."""
@@ -239,7 +280,7 @@ class VMwareCoordService(Service):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.runtime = Runtime(self.middleware.call_sync)
+        self.runtime = Runtime(self.middleware.call_sync, send_alert=sender(self.middleware.call_sync))
         self.last_reconcile = 0.0
 
     @api_method(VMwareCoordPlanArgs, VMwareCoordPlanResult, roles=ROLE_READ)
@@ -302,10 +343,38 @@ class VMwareCoordService(Service):
 
     # --- private: setup, periodic reconcile, the stock hooks' bodies ------------------------
 
+    @api_method(VMwareCoordDatasetFlagsArgs, VMwareCoordDatasetFlagsResult, roles=ROLE_READ)
+    def dataset_flags(self) -> list[str]:
+        """Datasets that carry freenas:vmsynced themselves (left by stock TrueNAS): every later
+        snapshot of them inherits it, true or not."""
+        return self.runtime.dataset_flags()
+
+    @api_method(VMwareCoordClearDatasetFlagsArgs, VMwareCoordClearDatasetFlagsResult, roles=ROLE_WRITE,
+                audit="VMware coordination clear dataset flags")
+    def clear_dataset_flags(self) -> list[str]:
+        """Remove freenas:vmsynced from those datasets; returns the datasets cleared."""
+        return self.runtime.clear_dataset_flags()
+
     @private
-    def create_tables(self) -> None:
+    def pin_row(self, hostname: str, fingerprint: str) -> int:
+        return self.runtime.pin(hostname, fingerprint)
+
+    @private
+    def startup(self) -> None:
+        """What setup needs, each step on its own: tables, the takeover alert, the
+        trust baseline, stock's dataset flags; then a reconcile in the background."""
         for ddl in table_ddl():
             self.middleware.call_sync("datastore.execute", ddl)
+        problems = "; ".join(TAKEOVER_PROBLEMS)
+        self.runtime.apply([AlertOp("create", TAKEOVER, {"key": "takeover", "problems": problems})]
+                           if problems else [AlertOp("delete", TAKEOVER, "takeover")])
+        for step in (self.runtime.record_trust_baseline, self.runtime.flag_alerts):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - one failed step does not stop the others
+                log.warning("truenas-vmware-coord: %s failed", step.__name__, exc_info=True)
+        # A job: it runs in the background, so a slow vCenter never delays startup.
+        self.middleware.call_sync("vmware_coord.reconcile")
 
     @periodic(60, run_on_start=False)
     @private
@@ -319,20 +388,32 @@ class VMwareCoordService(Service):
     def hook_periodic_begin(self, task_id: int) -> dict[str, Any] | None:
         """What periodic_snapshot_task_begin returns: the task's scope when a mapping is in it."""
         task = self.middleware.call_sync("pool.snapshottask.query", [["id", "=", task_id]], {"get": True})
+        # 26.0 and later return a typed model here (TS-26.0.0-BETA.3 plugins/snapshot.py:60,
+        # service/crud_service.py:174-179), 25.10 a dict.
+        task = task.model_dump() if hasattr(task, "model_dump") else dict(task)
         scope = {"dataset": task["dataset"], "recursive": task["recursive"],
-                 "exclude": list(task.get("exclude") or []), "task_id": task_id}
+                 "exclude": list(task.get("exclude") or []), "task_id": task_id,
+                 "naming_schema": task.get("naming_schema"), "allow_empty": task.get("allow_empty", True)}
         in_scope = self.runtime.has_mappings(scope["dataset"], scope["recursive"], scope["exclude"])
         return scope if in_scope else None
 
     @private
     def hook_begin(self, scope: dict[str, Any]) -> dict[str, Any] | None:
-        return self.runtime.begin(scope["dataset"], scope["recursive"], scope.get("exclude") or [])
+        hook = {k: scope.get(k) for k in ("task_id", "naming_schema", "allow_empty")}
+        return self.runtime.begin(scope["dataset"], scope["recursive"], scope.get("exclude") or [], hook)
 
     @private
     def hook_manual_begin(self, dataset: str, recursive: bool) -> dict[str, Any] | None:
+        """A manual snapshot with VMware sync (also TrueCloud's zvol backups).
+
+        The stock creator writes freenas:vmsynced=Y on the *dataset* when the context says
+        vmsynced (TS-25.10.6 plugins/zfs_/snapshot.py:190-191; TS-26.0.0-BETA.3
+        plugins/pool_/snapshot.py:338-344), which every later snapshot inherits: it is told
+        False, and end labels the snapshot itself with the honest value."""
         if not self.runtime.has_mappings(dataset, recursive, []):
             return None
-        return self.runtime.begin(dataset, recursive, [])
+        context = self.runtime.begin(dataset, recursive, [], {"manual": True})
+        return None if context is None else context | {"vmsynced": False}
 
     @private
     def hook_end(self, context: dict[str, Any] | None) -> dict[str, Any] | None:
