@@ -141,10 +141,13 @@ class Runtime:
             self._call("datastore.insert", STATE_TABLE, {"key": "trust_baseline", "value": {"hosts": hosts}})
 
     def first_use(self, topo: facts.Topology) -> set[str]:
-        """Endpoints of baseline hosts that have no explicit settings yet."""
+        """Endpoints of baseline hosts that say nothing yet about how to trust them (their
+        settings, if any, set only a port or timeouts)."""
         baseline = set((self.state("trust_baseline") or {}).get("hosts", ()))
-        explicit = {r["hostname"].lower() for r in self._call("datastore.query", ENDPOINT_TABLE)}
-        return {e for e, host in topo.hosts.items() if host.lower() in baseline - explicit}
+        trusted = {r["hostname"].lower() for r in self._call("datastore.query", ENDPOINT_TABLE)
+                   if any((r["document"].get("tls") or {}).get(k)
+                          for k in ("sha256_fingerprint", "ca_certificate", "skip_verification"))}
+        return {e for e, host in topo.hosts.items() if host.lower() in baseline - trusted}
 
     def pin(self, hostname: str, fingerprint: str) -> int:
         """Pin ``fingerprint`` for ``hostname`` (its endpoint row created or updated)."""

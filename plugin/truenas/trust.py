@@ -4,7 +4,7 @@ Stock TrueNAS never verified a vCenter's certificate; this plugin always does. A
 mapped before the plugin was installed (the ``trust_baseline`` recorded at its first
 setup) whose certificate the system CAs do not verify (self-signed, the usual case) is
 pinned on the first connection: the presented certificate's SHA-256 fingerprint becomes
-the host's pin (an ordinary ``vmware_coord.endpoint`` row, visible and changeable), a
+the host's pin (in its ``vmware_coord.endpoint`` row, visible and changeable), a
 notice alert shows it and how to check it, and from then on a different certificate is
 refused, with an alert carrying the new fingerprint and the one call that pins it. Hosts
 mapped after the install get no such grace: they need an explicit pin or CA.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,7 +20,10 @@ from .middleware import Middleware
 
 
 def start(workdir: Path, stock_shape: str = "25.10", release: str = "25.10",
+          before_setup: Callable[[Middleware], None] | None = None,
           **kwargs: Any) -> tuple[Middleware, ModuleType]:
+    """``before_setup``: what the NAS held before this boot (e.g. mappings that existed
+    before the plugin was installed)."""
     uninstall()
     install(stock_shape, release)
     stock = sys.modules["middlewared.plugins.vmware"]
@@ -27,6 +31,8 @@ def start(workdir: Path, stock_shape: str = "25.10", release: str = "25.10",
     mw = Middleware(workdir, release=release, **kwargs)
     mw.datastore.create_tables("storage.vmwareplugin")
     mw.load_plugins(stock, plugin)
+    if before_setup is not None:
+        before_setup(mw)
     mw.run_setup()
     return mw, plugin
 
