@@ -19,6 +19,7 @@ PACKAGES = [
     "truenas_vmware_coord.store",
     "truenas_vmware_coord.vsphere",
     "truenas_vmware_coord.zfs",
+    "truenas_vmware_coord.ui",
 ]
 
 setup(
@@ -29,8 +30,9 @@ setup(
     packages=PACKAGES,
     package_dir={
         pkg: "plugin" + pkg[len("truenas_vmware_coord"):].replace(".", "/") for pkg in PACKAGES
-    },
-    package_data={"truenas_vmware_coord.schemas": ["*.json"]},
+    } | {"truenas_vmware_coord.ui": "ui_extension"},   # the design card keeps the page at the top
+    package_data={"truenas_vmware_coord.schemas": ["*.json"],
+                  "truenas_vmware_coord.ui": ["*.html", "*.css", "*.js", "generated/*.json"]},
     install_requires=[
         # TrueNAS 25.10 ships Debian bookworm's pyvmomi 6.7.1 and jsonschema 4.10.3, which middlewared
         # has imported before the plugin loads: both are supported (tested in CI, see .ci/run)

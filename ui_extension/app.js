@@ -291,23 +291,49 @@ async function showTrust() {
 
 // --- start -------------------------------------------------------------------------------
 
+const thisSite = () => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/current`;
+
+async function connect(url, method, params) {
+  const rpc = await new Rpc(url).connect();
+  if (!(await rpc.call(method, params))) {
+    rpc.socket.close();
+    throw new Error("login refused");
+  }
+  rpc.onclose = () => status("Disconnected from the middleware", "error");
+  return rpc;
+}
+
+async function start(rpc, how) {
+  state.rpc = rpc;
+  state.forms = await (await fetch("generated/forms.json")).json();
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  status(`Connected (${how})`, "ok");
+  activate(location.hash.slice(1) in views ? location.hash.slice(1) : "plan");
+}
+
 async function login(event) {
   event.preventDefault();
-  const url = $("#server").value || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/current`;
   try {
-    state.rpc = await new Rpc(url).connect();
-    state.rpc.onclose = () => status("Disconnected from the middleware", "error");
     const key = $("#api-key").value;
-    const ok = key ? await state.rpc.call("auth.login_with_api_key", [key])
-      : await state.rpc.call("auth.login", [$("#username").value, $("#password").value]);
-    if (!ok) throw new Error("login refused");
-    state.forms = await (await fetch("generated/forms.json")).json();
-    $("#login").hidden = true;
-    $("#app").hidden = false;
-    status("Connected", "ok");
-    activate(location.hash.slice(1) in views ? location.hash.slice(1) : "plan");
+    const rpc = await connect($("#server").value || thisSite(), key ? "auth.login_with_api_key" : "auth.login",
+      key ? [key] : [$("#username").value, $("#password").value]);
+    await start(rpc, key ? "API key" : "user name and password");
   } catch (e) { status(e.message, "error"); }
+}
+
+// Served by the NAS (/_plugins/vmware_coord/), the page is on the TrueNAS web UI's own site and
+// can use the session token the UI keeps in localStorage (ngx-webstorage, key "token"). It fails
+// quietly (signed out, expired, or a STIG system refusing reusable tokens): the form is shown.
+async function signInWithTheUiSession() {
+  let token = null;
+  try { token = JSON.parse(localStorage.getItem("ngx-webstorage|token") || "null"); } catch { return; }
+  if (typeof token !== "string" || !token) return;
+  try {
+    await start(await connect(thisSite(), "auth.login_with_token", [token]), "TrueNAS session");
+  } catch { status("Sign in to the middleware", "info"); }
 }
 
 setupTabs();
 $("#login").addEventListener("submit", login);
+signInWithTheUiSession();

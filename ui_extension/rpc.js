@@ -7,10 +7,12 @@ export class RpcError extends Error {
     super(data.reason || error.message || "call failed");
     this.code = error.code;
     this.errno = data.error;
-    // ValidationErrors arrive as [[attribute, message, errno], ...] in data.extra.
-    this.fieldErrors = Array.isArray(data.extra)
-      ? data.extra.filter((e) => Array.isArray(e) && e.length >= 2).map(([field, message]) => ({ field, message }))
-      : [];
+    // ValidationErrors arrive as [[attribute, message, errno], ...] in data.extra; one with no
+    // attribute (middlewared's "does not exist": [[null, message, ENOENT]]) is about the whole call.
+    const errors = Array.isArray(data.extra) ? data.extra.filter((e) => Array.isArray(e) && e.length >= 2) : [];
+    this.fieldErrors = errors.filter(([field]) => field).map(([field, message]) => ({ field, message }));
+    const general = errors.filter(([field]) => !field).map(([, message]) => message);
+    if (general.length) this.message = general.join("; ");
   }
 }
 

@@ -54,11 +54,6 @@ class CallError(CallException):
         return f"[{errno_mod.errorcode.get(self.errno, 'EUNKNOWN')}] {self.errmsg}"
 
 
-class InstanceNotFound(CallError):
-    def __init__(self, errmsg: str) -> None:
-        super().__init__(errmsg, errno_mod.ENOENT)
-
-
 class NetworkActivityDisabled(CallError):
     def __init__(self, errmsg: str) -> None:
         super().__init__(errmsg, errno_mod.ENONET)
@@ -71,6 +66,14 @@ class ValidationError(CallException):
 
     def __str__(self) -> str:
         return f"[{errno_mod.errorcode.get(self.errno, 'EUNKNOWN')}] {self.attribute}: {self.errmsg}"
+
+
+class InstanceNotFound(ValidationError):
+    """A validation error without a field (service_exception.py:115-118): the websocket
+    sends it as "Invalid params" with ``extra`` ``[[None, message, ENOENT]]``."""
+
+    def __init__(self, errmsg: str) -> None:
+        super().__init__(None, errmsg, errno_mod.ENOENT)
 
 
 class ValidationErrors(CallException):

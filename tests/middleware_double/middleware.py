@@ -47,6 +47,7 @@ from .framework import (
     Job,
     NetworkActivityDisabled,
     Service,
+    ValidationError,
     ValidationErrors,
 )
 
@@ -219,6 +220,11 @@ class Middleware:
         self._thread.start()
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="IoThread")
         self.services: dict[str, Any] = {}
+        # main.py: the web application exists before the plugins are loaded, and its router is
+        # frozen (runner.setup(), :1454) before any setup() runs (:1457).
+        self.app = object()
+        self.routes: list[tuple[str, str, Any]] = []
+        self.router_frozen = False
         self.jobs: list[Job] = []
         self.tasks: list[asyncio.Future] = []
         self.setup_funcs: list[tuple[str, Any]] = []
@@ -275,8 +281,15 @@ class Middleware:
                 raise RuntimeError(f"Service {service!r} does not have CLI namespace set")
             self.services[namespace] = service
 
+    def plugin_route_add(self, plugin_name: str, route: str, method: Any) -> None:
+        """main.py:536-537: a route under /_plugins/<plugin_name>/<route>."""
+        if self.router_frozen:
+            raise RuntimeError("Cannot register a resource into frozen router.")
+        self.routes.append((plugin_name, route, method))
+
     def run_setup(self) -> None:
         """Every module's setup(), in order and unguarded, like __plugins_setup."""
+        self.router_frozen = True
         for _name, fn in self.setup_funcs:
             result = fn(self)
             if asyncio.iscoroutine(result):
@@ -364,6 +377,9 @@ class Middleware:
                 result = result.wait_sync(raise_error=True) if wait_jobs else result.id
         except ValidationErrors as e:
             return self._error(id_, INVALID_PARAMS, "Invalid params", 22, str(e), [list(x) for x in e])
+        except ValidationError as e:   # InstanceNotFound: no field (ws_handler/rpc.py:366-373)
+            return self._error(id_, INVALID_PARAMS, "Invalid params", 22, str(e),
+                               [[e.attribute, e.errmsg, e.errno]])
         except CallException as e:
             return self._error(id_, TRUENAS_CALL_ERROR, "Method call error", getattr(e, "errno", 14), str(e),
                                getattr(e, "extra", None))

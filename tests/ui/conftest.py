@@ -21,6 +21,8 @@ ARTIFACTS = ROOT / "tests" / "artifacts" / "ui"
 CHROMIUM = "/usr/bin/chromium"
 NAS = "nas.test.local"   # the middleware double's own host name
 API_KEY = "1-ui-test-key"
+UI_TOKEN = "ui-session-token-for-tests"   # what the TrueNAS web UI keeps in its localStorage
+PAGE = "_plugins/vmware_coord/"
 _READY = re.compile(r"^ui ready url=(\S+) pid=(\d+)$")
 
 
@@ -48,7 +50,8 @@ def ui_url(ui_sim, scenario, tmp_path_factory) -> Iterator[str]:
     workdir = tmp_path_factory.mktemp("ui-mw")
     spec = workdir / "spec.json"
     spec.write_text(json.dumps({"host": ui_sim.host, "port": ui_sim.port, "username": ui_sim.username,
-                                "sha256": ui_sim.sha256, "api_key": API_KEY, **scenario}))
+                                "sha256": ui_sim.sha256, "api_key": API_KEY, "ui_token": UI_TOKEN,
+                                **scenario}))
     env = {**os.environ, "COORD_UI_VCENTER_PASSWORD": ui_sim.password}
     proc = subprocess.Popen([sys.executable, "-m", "tests.ui.server", "--workdir", str(workdir / "mw"),
                              "--spec", str(spec)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
@@ -56,7 +59,7 @@ def ui_url(ui_sim, scenario, tmp_path_factory) -> Iterator[str]:
         line = proc.stdout.readline().strip()
         match = _READY.match(line)
         assert match, f"the UI server did not start: {line!r}"
-        yield match[1]
+        yield match[1] + PAGE
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(30)

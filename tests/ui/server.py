@@ -1,6 +1,8 @@
-"""A local stand-in for a TrueNAS web server: the UI extension's page plus a JSON-RPC 2.0
-websocket at /api/current that hosts the real plugin services inside the middlewared double,
-over the simulator and zfs-fuse. No canned responses: every answer comes from the plugin.
+"""A local stand-in for a TrueNAS web server: the plugin's own routes under /_plugins/ (the
+page, as middlewared serves it) plus a JSON-RPC 2.0 websocket at /api/current that hosts the
+real plugin services inside the middlewared double, over the simulator and zfs-fuse. No
+canned responses: every answer comes from the plugin. Sign-in: the API key of the spec, or
+the token the TrueNAS web UI keeps for its session (``auth.login_with_token``).
 
 Run by the UI tests as a process of its own on 127.0.0.1 (stopped by its pid):
 
@@ -32,7 +34,6 @@ if str(ROOT) not in sys.path:
 from tests.middleware_double import harness  # noqa: E402
 from tests.middleware_double.middleware import Middleware  # noqa: E402
 
-UI = ROOT / "ui_extension"
 NOT_AUTHENTICATED = {"code": -32001, "message": "Not authenticated",
                      "data": {"error": 13, "reason": "Not authenticated", "trace": None, "extra": None}}
 
@@ -52,7 +53,7 @@ def prepare(workdir: Path, spec: dict[str, Any]) -> Middleware:
     return mw
 
 
-def rpc_handler(mw: Middleware, api_key: str):
+def rpc_handler(mw: Middleware, api_key: str, ui_token: str):
     async def websocket(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -63,8 +64,8 @@ def rpc_handler(mw: Middleware, api_key: str):
                 continue
             call = json.loads(message.data)
             method, params, id_ = call.get("method"), call.get("params") or [], call.get("id")
-            if method == "auth.login_with_api_key":
-                authenticated = params == [api_key]
+            if method in ("auth.login_with_api_key", "auth.login_with_token"):
+                authenticated = params == [api_key if method == "auth.login_with_api_key" else ui_token]
                 answer = {"jsonrpc": "2.0", "id": id_, "result": authenticated}
             elif not authenticated:
                 answer = {"jsonrpc": "2.0", "id": id_, "error": NOT_AUTHENTICATED}
@@ -78,11 +79,11 @@ def rpc_handler(mw: Middleware, api_key: str):
     return websocket
 
 
-async def serve(mw: Middleware, api_key: str, port: int) -> None:
+async def serve(mw: Middleware, api_key: str, ui_token: str, port: int) -> None:
     app = web.Application()
-    app.router.add_get("/api/current", rpc_handler(mw, api_key))
-    app.router.add_get("/", lambda _request: web.FileResponse(UI / "index.html"))
-    app.router.add_static("/", UI)
+    app.router.add_get("/api/current", rpc_handler(mw, api_key, ui_token))
+    for plugin, route, handler in mw.routes:   # what plugin_route_add mounted
+        app.router.add_route("*", f"/_plugins/{plugin}/{route}", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -105,7 +106,7 @@ def main() -> int:
     spec = json.loads(args.spec.read_text())
     mw = prepare(args.workdir, spec)
     try:
-        asyncio.run(serve(mw, spec["api_key"], args.port))
+        asyncio.run(serve(mw, spec["api_key"], spec["ui_token"], args.port))
     finally:
         harness.stop(mw)
     return 0

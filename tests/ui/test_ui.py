@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from conftest import UI_TOKEN
 from playwright.sync_api import Page, expect
 
 
@@ -113,3 +114,42 @@ def test_policies_can_be_reordered_and_reconcile_runs(page: Page):
     open_tab(page, "Runs")
     page.get_by_role("button", name="Reconcile now").click()
     expect(page.locator("#status")).to_contain_text("Reconcile: 0 undone", timeout=30_000)
+
+
+def test_the_page_signs_in_with_the_truenas_ui_session_when_it_has_one(browser, ui_url: str, shot):
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    # What the TrueNAS web UI leaves for a page of the same site (ngx-webstorage, key "token").
+    context.add_init_script(f"localStorage.setItem('ngx-webstorage|token', JSON.stringify('{UI_TOKEN}'))")
+    page = context.new_page()
+    page.goto(ui_url)
+    page.get_by_role("tab", name="Mappings & plan").wait_for()
+    expect(page.locator("#login")).to_be_hidden()
+    expect(page.locator("#status")).to_contain_text("TrueNAS session")
+    shot(page, "signed-in-with-the-ui-session")
+    context.close()
+
+
+def test_without_a_ui_session_the_sign_in_form_is_shown(browser, ui_url: str):
+    context = browser.new_context()
+    context.add_init_script("localStorage.setItem('ngx-webstorage|token', JSON.stringify('expired'))")
+    page = context.new_page()
+    page.goto(ui_url)
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    context.close()
+
+
+def test_the_plugin_serves_only_the_pages_files_with_strict_headers(ui_url: str):
+    import urllib.error
+    import urllib.request
+    with urllib.request.urlopen(ui_url) as answer:   # noqa: S310 - the test's own 127.0.0.1 server
+        assert answer.headers["Content-Type"].startswith("text/html")
+        assert "default-src 'self'" in answer.headers["Content-Security-Policy"]
+        assert answer.headers["X-Content-Type-Options"] == "nosniff"
+    for path in ("../../etc/passwd", "%2e%2e/%2e%2e/etc/passwd", "__init__.py", "nothing-here.js"):
+        try:
+            urllib.request.urlopen(ui_url + path)   # noqa: S310
+        except urllib.error.HTTPError as refused:
+            assert refused.code == 404, path
+        else:
+            raise AssertionError(f"{path} was served")

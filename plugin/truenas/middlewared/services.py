@@ -30,6 +30,7 @@ from ..alerts import TAKEOVER, AlertOp
 from ..facts import endpoint_document
 from ..policy_store import DatastorePolicyRepository, row_to_policy
 from ..runtime import ENDPOINT_TABLE, Runtime, config_document
+from . import page
 from .alert_classes import sender
 from .models import (
     VMwareCoordCheckPrivilegesArgs,
@@ -282,6 +283,7 @@ class VMwareCoordService(Service):
         super().__init__(*args, **kwargs)
         self.runtime = Runtime(self.middleware.call_sync, send_alert=sender(self.middleware.call_sync))
         self.last_reconcile = 0.0
+        page.add_route(self.middleware)   # now: the router is frozen before setup()
 
     @api_method(VMwareCoordPlanArgs, VMwareCoordPlanResult, roles=ROLE_READ)
     def plan(self, dataset: str, recursive: bool, exclude: list[str],
