@@ -18,6 +18,7 @@ planned is labelled N, never a false Y.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,10 +27,13 @@ from .. import schemas
 from ..domain.errors import FieldError, InvalidInput
 from ..domain.selection import Scope, scope_mappings
 from ..domain.zfs_names import dataset_problem, snapshot_problem
+from ..engine.calls import bounded
 from ..engine.context import RunContext
 from ..engine.coordinator import Coordinator
+from ..engine.journal import Journal, RunRecord
 from ..zfs.snapshot import PROP_SUMMARY, PROP_VMSYNCED
 
+log = logging.getLogger(__name__)
 PHASES = {"pre": "pre", "post": "post", "pre_snapshot": "pre", "post_snapshot": "post"}
 
 
@@ -144,15 +148,20 @@ def not_coordinated(reason: str) -> dict[str, str]:
 
 
 def pre(coordinator: Coordinator, call: HookCall, settings: HookSettings, dataset: str,
-        seconds: float) -> RunContext:
+        seconds: float) -> tuple[RunContext, list[str]]:
     """Finish what dead runs left (within a third of ``seconds``), then begin this run
     within the rest, recorded under the call's key; the run then waits ``post_wait_s`` for
-    its post hook (after that, the next pre or reconcile finishes it)."""
-    coordinator.reconcile(sweep=False, deadline_s=max(0.5, seconds / 3))
+    its post hook (after that, the next pre or reconcile finishes it). Also returns the runs
+    that reconcile finished (for ``label_finished``)."""
+    finished: list[str] = []
+    try:
+        finished = coordinator.reconcile(sweep=False, deadline_s=max(0.5, seconds / 3))["finished"]
+    except TimeoutError:   # another reconcile holds the journal: it finishes what is left
+        log.info("pre hook: reconcile is busy elsewhere; not waiting for it")
     context = coordinator.begin(dataset, recursive=dataset in settings.recursive,
                                 hook_key=call.key(dataset), deadline_s=max(0.5, seconds * 2 / 3))
     coordinator.journal.detach(context.run_id, coordinator.parts.clock() + settings.post_wait_s)
-    return context
+    return context, finished
 
 
 # --- post -----------------------------------------------------------------------------------
@@ -205,34 +214,95 @@ def mapped_datasets(coordinator: Coordinator, dataset: str) -> list[str]:
 
 
 def post(coordinator: Coordinator, call: HookCall, dataset: str, existing: Sequence[str],
-         label: Callable[[str, dict[str, str]], None]) -> dict[str, Any]:
-    """End the run pre recorded for exactly this call, then label its snapshots.
+         label: Callable[[str, dict[str, str]], None], seconds: float) -> dict[str, Any]:
+    """Label the snapshots of the run pre recorded for exactly this call, then end it, all
+    within ``seconds`` (the scheduler's timeout binds post too: sanoid 2.1.0 stops entirely
+    when a post hook overruns). The labels come first, from what begin recorded (the undo
+    changes nothing a snapshot holds). An end that does not fit is left running and
+    finished by reconcile; the result then says ``ending`` is ``left to reconcile``.
 
     Raises ``LookupError`` when no such run exists (after labelling the snapshots N)."""
-    record = coordinator.journal.open_run_for_hook(call.key(dataset))
+    journal = coordinator.journal
+    key = call.key(dataset)
+    record = journal.run_for_hook(key)
     if record is None:
-        reason = ("the pre hook failed" if call.pre_failed else
-                  f"no pre hook was recorded for {call.key(dataset)}")
+        reason = "the pre hook failed" if call.pre_failed else f"no pre hook was recorded for {key}"
         labels = labels_for(call, dataset, True, not_coordinated(reason), existing, [])
         _apply(labels, label, [])
         raise LookupError(f"{reason}: {', '.join(labels.on) or 'no snapshot'} labelled vmsynced=N")
-    present = set(existing)
-    primary = next((s for s in call.snapshots(dataset) if s in present), None)
-    report = coordinator.end(record.run_id, primary)
-    labels = labels_for(call, dataset, record.recursive, report["properties"], existing,
+    # A child's own snapshot of the same name (sanoid recursive = yes, the child's turn first)
+    # belongs to the child's run: never this one's, and never relabelled.
+    existing = [s for s in existing
+                if s.partition("@")[0] == dataset or _unclaimed(journal, s, record.run_id)]
+    known = record.manifest or record.context
+    properties = (known or {}).get("properties") or not_coordinated("the pre hook did not finish")
+    labels = labels_for(call, dataset, record.recursive, properties, existing,
                         mapped_datasets(coordinator, dataset))
-    warnings = report.setdefault("warnings", [])
-    for snapshot in _apply(labels, label, warnings):
+    warnings: list[str] = []
+    labelled = _apply(labels, label, warnings)
+    for snapshot in labelled:
         try:
-            coordinator.journal.set_snapshot(record.run_id, snapshot)
+            journal.set_snapshot(record.run_id, snapshot)
         except Exception as exc:  # noqa: BLE001 - the label is on the snapshot itself
             warnings.append(f"{snapshot}: not recorded in the journal: {exc}")
+    report = _finish(coordinator, record, labels, seconds, warnings)
+    report["warnings"] = list(dict.fromkeys([*report.get("warnings", ()), *warnings]))
     report["snapshots"] = sorted(labels.on)
     report["missing_snapshots"] = labels.missing
     report["uncoordinated_children"] = labels.uncovered
-    if labels.uncovered:
-        report["vmsynced"] = False
     return report
+
+
+def _unclaimed(journal: Journal, snapshot: str, run_id: str) -> bool:
+    other = journal.run_for_snapshot(snapshot)
+    return other is None or other.run_id == run_id
+
+
+def _finish(coordinator: Coordinator, record: RunRecord, labels: Labels, seconds: float,
+            warnings: list[str]) -> dict[str, Any]:
+    """The run's end, bounded; an ended run (a strict pre refused it) as it was."""
+    if record.ended:
+        return dict(record.manifest or record.context or {})
+    if record.context is None:
+        warnings.append("the pre hook did not finish: what it did is undone by reconcile")
+        coordinator.journal.detach(record.run_id, coordinator.parts.clock())
+        return {"run_id": record.run_id, "dataset": record.dataset, "vmsynced": False, "vms": [],
+                "ending": "left to reconcile"}
+    # Not waiting for this post any more: if it is killed now, reconcile finishes the run.
+    coordinator.journal.detach(record.run_id, coordinator.parts.clock())
+    primary = next(iter(labels.on), None)
+    problems = ({"recursion": f"{len(labels.uncovered)} child snapshot(s) not prepared"}
+                if labels.uncovered else {})
+    try:
+        return bounded(lambda: coordinator.end(record.run_id, primary, problems=problems), seconds)
+    except TimeoutError:
+        warnings.append(f"the end did not fit the hook's {seconds:.0f} s: reconcile finishes it")
+        return RunContext.from_dict(record.context).to_dict() | {"ending": "left to reconcile"}
+
+
+def label_finished(coordinator: Coordinator, finished: Sequence[str],
+                   existing: Callable[[str], list[str]],
+                   label: Callable[[str, dict[str, str]], None]) -> list[str]:
+    """The snapshots of hook runs reconcile finished (their post never came: the scheduler
+    killed a hook): labelled from what the run recorded, N if its pre never finished."""
+    done = []
+    for run_id in finished:
+        record = coordinator.journal.run(run_id)
+        if record is None or not record.hook_key:
+            continue
+        scheduler, _, rest = record.hook_key.partition(":")
+        dataset, _, names = rest.rpartition("@")
+        call = HookCall(scheduler, "post", (dataset,), tuple(names.split(",")))
+        known = record.context
+        properties = (known or {}).get("properties") or not_coordinated(
+            "the scheduler stopped the pre hook before it finished")
+        present = existing(dataset)
+        mine = [s for s in call.snapshots(dataset)
+                if s in present and _unclaimed(coordinator.journal, s, run_id)]
+        for snapshot in _apply(Labels(on=dict.fromkeys(mine, properties)), label, []):
+            coordinator.journal.set_snapshot(run_id, snapshot)
+            done.append(snapshot)
+    return done
 
 
 def _apply(labels: Labels, label: Callable[[str, dict[str, str]], None], warnings: list[str]) -> list[str]:

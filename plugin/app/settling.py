@@ -21,11 +21,15 @@ def in_doubt(journal: Journal) -> list[str]:
 
 def settle(coordinator: Coordinator, poll_s: float = 2.0,
            sleep: Callable[[float], None] = time.sleep) -> list[str]:
-    """Reconcile until nothing is in doubt or the window passed; what is still in doubt."""
+    """Reconcile until nothing is in doubt or the window passed; what is still in doubt.
+
+    An endpoint that cannot be reached is not waited for: a create cannot be looked for
+    there now, and reconcile (cron, the next run) looks once it is back."""
     deadline = time.monotonic() + coordinator.config.in_doubt_window_s + poll_s
     while True:
         left = in_doubt(coordinator.journal)
         if not left or time.monotonic() >= deadline:
             return left
         sleep(poll_s)
-        coordinator.reconcile(sweep=False)
+        if coordinator.reconcile(sweep=False)["unreachable"]:
+            return in_doubt(coordinator.journal)

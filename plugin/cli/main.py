@@ -6,7 +6,8 @@ plugin drives, configured by a file, with hooks for sanoid and zrepl.
 Exit codes (stable, for scripts):
   0  done; every VM reached the consistency its policy requires
   1  the ZFS snapshot was taken, but not every VM reached its requirement, or VMware
-     coordination was not possible at all (the snapshot says vmsynced=N and why)
+     coordination was not possible at all (the snapshot says vmsynced=N and why), or a
+     VMware snapshot or a stopped VM is left for reconcile (the report names it)
   2  bad input: the configuration, a document, an argument or a scheduler's environment
      (the message names the field); nothing was done
   3  the ZFS snapshot could not be taken (or, for a post hook, does not exist); the VMware
@@ -31,7 +32,7 @@ from typing import Any, NoReturn
 from ..app import history, hooks
 from ..app.settling import settle
 from ..app.snapshot import coordinated_snapshot, default_name
-from ..domain.errors import InvalidInput, NotFound, StateError
+from ..domain.errors import InvalidInput, NotFound, StateError, printable
 from ..domain.zfs_names import dataset_problem, snapshot_problem
 from ..engine.coordinator import Coordinator
 from ..engine.journal import Journal, JournalError
@@ -149,7 +150,10 @@ class Cli:
             return EXIT_ZFS
         for warning in report.get("warnings", ()):
             warn(warning)
-        return EXIT_OK if report["vmsynced"] else EXIT_DEGRADED
+        if report.get("leftovers"):
+            warn(f"left for reconcile: {', '.join(report['leftovers'])} ('vmware-coord reconcile' finishes "
+                 "them; run it from cron)")
+        return EXIT_OK if report["vmsynced"] and not report.get("leftovers") else EXIT_DEGRADED
 
     def uncoordinated(self, dataset: str, name: str, recursive: bool, reason: str) -> int:
         """The product's own state is unusable: no VM is touched, the snapshot is taken anyway."""
@@ -198,7 +202,9 @@ class Cli:
             timeout = call.timeout_s or settings.timeout_s
             seconds = hooks.budget(timeout, process_age_s())
             coordinator = self.coordinator()
-            contexts = [hooks.pre(coordinator, call, settings, d, seconds) for d in call.datasets]
+            begun = [hooks.pre(coordinator, call, settings, d, seconds) for d in call.datasets]
+            contexts = [context for context, _ in begun]
+            self._label_finished(coordinator, [run for _, finished in begun for run in finished])
         except Exception as exc:  # noqa: BLE001 - reported; the scheduler decides what follows
             code = EXIT_INPUT if isinstance(exc, InvalidInput) else EXIT_OTHER
             error(f"{describe(exc)}\nno VM was touched" + (
@@ -218,10 +224,17 @@ class Cli:
             return EXIT_DEGRADED
         return EXIT_OK
 
-    def _post(self, call: hooks.HookCall) -> int:
-        def label(snapshot: str, properties: dict[str, str]) -> None:
-            zfs_snapshot.set_properties(self.shell, snapshot, properties)
+    def _label(self, snapshot: str, properties: dict[str, str]) -> None:
+        zfs_snapshot.set_properties(self.shell, snapshot, properties)
 
+    def _label_finished(self, coordinator: Coordinator, finished: list[str]) -> None:
+        for snapshot in hooks.label_finished(coordinator, finished, self._snapshots_under, self._label):
+            warn(f"{snapshot}: its hook was stopped by the scheduler; labelled from what was recorded")
+
+    def _post(self, call: hooks.HookCall) -> int:
+        """Within the scheduler's timeout too: labels first, the rest left to a detached
+        reconcile when it does not fit."""
+        self.abandon_threads = True
         try:
             coordinator = self.coordinator()
         except (InvalidInput, StateError) as exc:
@@ -229,17 +242,20 @@ class Cli:
                 self._label_existing(call, dataset, hooks.not_coordinated(str(exc)))
             error(f"{exc}\nthe snapshots were labelled vmsynced=N")
             return EXIT_INPUT if isinstance(exc, InvalidInput) else EXIT_OTHER
+        timeout = call.timeout_s or self.args.timeout or self.config.hooks.timeout_s
         status, reports = EXIT_OK, []
         for dataset in call.datasets:
             existing = self._snapshots_under(dataset)
             try:
-                report = hooks.post(coordinator, call, dataset, existing, label)
+                report = hooks.post(coordinator, call, dataset, existing, self._label,
+                                    hooks.budget(timeout, process_age_s()))
             except (LookupError, JournalError) as exc:
                 if isinstance(exc, JournalError):
                     self._label_existing(call, dataset, hooks.not_coordinated(str(exc)))
-                hint = ": was the pre hook run?" if isinstance(exc, LookupError) else ""
+                understood = isinstance(exc, LookupError) and call.pre_failed   # the scheduler said so
+                hint = "" if understood or isinstance(exc, JournalError) else ": was the pre hook run?"
                 error(f"{dataset}: {exc}{hint}")
-                status = worst(status, EXIT_OTHER)
+                status = worst(status, EXIT_DEGRADED if understood else EXIT_OTHER)
                 continue
             reports.append(report)
             for missing in report["missing_snapshots"]:
@@ -250,10 +266,11 @@ class Cli:
                       "hooks.recursive (sanoid recursive = zfs); labelled vmsynced=N")
             for warning in report.get("warnings", ()):
                 warn(warning)
+            complete = report["vmsynced"] and not report.get("leftovers") and not report.get("ending")
             status = worst(status, EXIT_ZFS if report["missing_snapshots"] else
-                           EXIT_OK if report["vmsynced"] else EXIT_DEGRADED)
+                           EXIT_OK if complete else EXIT_DEGRADED)
         self.out(reports, lambda docs: "\n\n".join(render.report_table(d) for d in docs))
-        if any(r.get("in_doubt") for r in reports):
+        if any(r.get("in_doubt") or r.get("ending") for r in reports):
             self._settle_in_background()
         return status
 
@@ -286,6 +303,7 @@ class Cli:
         if self.args.settle:
             settle(coordinator)
         result = coordinator.reconcile(sweep=True)
+        self._label_finished(coordinator, result["finished"])
         self.out(result, lambda r: (
             f"undone: {len(r['undone'])}, swept: {len(r['swept'])}, still open: {r['still_open']}"
             + "".join(f"\n  {u['vm']}: {u['kind']} {u['result']}" for u in r["undone"])
@@ -376,12 +394,17 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _lines(message: str) -> str:
+    # Our own messages may have several lines; nothing in them may control the terminal.
+    return "\n".join(printable(line) for line in str(message).split("\n"))
+
+
 def error(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {_lines(message)}", file=sys.stderr)
 
 
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {_lines(message)}", file=sys.stderr)
 
 
 # --- arguments ----------------------------------------------------------------------------
@@ -402,7 +425,7 @@ def _bounded_number(kind: type, low: float, high: float) -> Callable[[str], Any]
 def _dataset(text: str) -> str:
     problem = dataset_problem(text)
     if problem:
-        raise argparse.ArgumentTypeError(f"'{text}' {problem}")
+        raise argparse.ArgumentTypeError(printable(f"'{text}' {problem}"))
     return text
 
 
@@ -470,7 +493,8 @@ def main(argv: list[str] | None = None, shell: Shell | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "policy" and args.action == "create" and args.policy and not args.document:
         args.document, args.policy = args.policy, None
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    # Without -v only the tool's own lines: what the engine logs is in the report already.
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("install-plugin", "uninstall-plugin"):
         from . import install

@@ -11,6 +11,13 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters written as escapes: input echoed in a message on a
+    terminal must never move the cursor, clear the screen or forge a line of output (the
+    API keeps the text as it is: JSON carries it safely)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class FieldError(NamedTuple):
     """One problem with one field: ``("policy.match.name_regex", "invalid regular ...")``."""
 
@@ -33,12 +40,11 @@ class InvalidInput(ValueError):
         return cls([(field, message)])
 
     def __str__(self) -> str:
-        if len(self.errors) == 1:
-            field, message = self.errors[0]
-            return f"{field}: {message}"
-        lines = [f"{len(self.errors)} problems:"]
-        lines += [f"  {field}: {message}" for field, message in self.errors]
-        return "\n".join(lines)
+        # For terminals: each field and message escaped (the errors keep the text as given).
+        shown = [f"{printable(field)}: {printable(message)}" for field, message in self.errors]
+        if len(shown) == 1:
+            return shown[0]
+        return "\n".join([f"{len(shown)} problems:", *(f"  {line}" for line in shown)])
 
 
 class NotFound(LookupError):

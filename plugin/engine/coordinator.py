@@ -70,8 +70,8 @@ class Coordinator:
                                  deadline_s)
 
     def end(self, context: RunContext | str, snapshot: str | None = None,
-            notes: Iterable[str] = ()) -> dict[str, Any]:
-        return end_phase.end(self.parts, context, snapshot, notes)
+            notes: Iterable[str] = (), problems: dict[str, str] | None = None) -> dict[str, Any]:
+        return end_phase.end(self.parts, context, snapshot, notes, problems)
 
     def run(self, dataset: str, take_snapshot: Callable[[dict[str, str]], str],
             recursive: bool = False, exclude: Iterable[str] = ()) -> dict[str, Any]:

@@ -39,9 +39,11 @@ Undone = list[tuple[ActionRecord, str]]
 
 
 def end(parts: Parts, context: RunContext | str, snapshot: str | None = None,
-        notes: Iterable[str] = ()) -> dict[str, Any]:
+        notes: Iterable[str] = (), problems: dict[str, str] | None = None) -> dict[str, Any]:
     """Undo everything this run did; return the final manifest (also stored), with ``notes``
-    (what the caller knows about the snapshot) among its warnings."""
+    (what the caller knows about the snapshot) among its warnings and ``problems`` (what
+    makes the snapshot not VM-consistent beyond the VMs, e.g. children snapshotted that were
+    not prepared) beside the endpoint errors: they make vmsynced false."""
     run_id = context if isinstance(context, str) else context.run_id
     warnings: list[str] = list(notes)
     try:
@@ -56,6 +58,7 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None,
         if record is None or record.context is None:
             raise KeyError(f"no run {context!r} in the journal")
         context = RunContext.from_dict(record.context)
+    context.endpoint_errors.update(problems or {})
     if snapshot:
         context.snapshot = snapshot
         _best_effort(warnings, parts.journal.set_snapshot, context.run_id, snapshot)
@@ -70,7 +73,7 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None,
                         "the begin deadline are left to reconcile's marker sweep)")
         actions = _actions_from_context(context)
     try:
-        undone, consolidation = undo(parts, actions, sessions, deadline, placement)
+        undone, consolidation, _unreachable = undo(parts, actions, sessions, deadline, placement)
     finally:
         for hv in sessions.values():
             hv.close()
@@ -146,11 +149,13 @@ def _record(parts: Parts, action: ActionRecord, state: ActionState, **fields: An
 
 
 def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervisor], deadline: float,
-         placement: Placement | None = None) -> tuple[Undone, dict[tuple[str, str], bool]]:
+         placement: Placement | None = None) -> tuple[Undone, dict[tuple[str, str], bool], set[str]]:
     """Undo each action, journaling each step; then ask VMware, once per endpoint, whether
-    the VMs whose snapshots were removed need consolidation."""
+    the VMs whose snapshots were removed need consolidation. Also returns the endpoints no
+    session could be opened to."""
     if not actions:
-        return [], {}
+        return [], {}, set()
+    unreachable: set[str] = set()
     placement = placement or {}
     slots = Slots(parts.config.limits)
     by_endpoint: dict[str, list[ActionRecord]] = defaultdict(list)
@@ -169,6 +174,7 @@ def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervis
                     hv = parts.connector.open(endpoint_id)
                     opened.append(hv)
                 except Exception as exc:  # noqa: BLE001 - left for reconcile
+                    unreachable.add(endpoint_id)
                     results += [_left_open(parts, a, describe(exc)) for a in items]
                     continue
             items, unsettled = _settle_in_doubt(parts, hv, items)
@@ -187,7 +193,7 @@ def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervis
         pool.shutdown(wait=True)
         for hv in opened:
             hv.close()
-    return results, consolidation
+    return results, consolidation, unreachable
 
 
 def _left_open(parts: Parts, action: ActionRecord, error: str, word: str | None = None

@@ -146,7 +146,7 @@ CREATE INDEX IF NOT EXISTS actions_open ON actions(state) WHERE state IN ('inten
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
 CREATE INDEX IF NOT EXISTS runs_snapshot ON runs(snapshot);
 CREATE INDEX IF NOT EXISTS run_snapshots_snapshot ON run_snapshots(snapshot);
-CREATE INDEX IF NOT EXISTS runs_hook_key ON runs(hook_key) WHERE state = 'begun';
+CREATE INDEX IF NOT EXISTS runs_by_hook_key ON runs(hook_key);
 """
 # Columns added since the first release, with their types: an older journal gains them.
 _ADDED = {"runs": {"hook_key": "TEXT", "live_until": "REAL"}, "actions": {"strategy": "TEXT"}}
@@ -351,10 +351,10 @@ class Journal:
             "SELECT snapshot FROM run_snapshots WHERE run_id = ? ORDER BY snapshot", (run_id,))]
 
     @_guarded
-    def open_run_for_hook(self, hook_key: str) -> RunRecord | None:
-        """The begun run a pre hook recorded under exactly this key."""
-        rows = self._rows("SELECT * FROM runs WHERE hook_key = ? AND state = 'begun' "
-                          "ORDER BY started_at DESC", (hook_key,))
+    def run_for_hook(self, hook_key: str) -> RunRecord | None:
+        """The run a pre hook recorded under exactly this key (begun, or already ended: a
+        strict pre refused it, or reconcile finished it)."""
+        rows = self._rows("SELECT * FROM runs WHERE hook_key = ? ORDER BY started_at DESC", (hook_key,))
         return _run(rows[0]) if rows else None
 
     @_guarded

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from .calls import call_and_wait
-from .context import run_id_of
+from .context import RunContext, run_id_of
 from .end import prune, undo
 from .journal import RunRecord
 from .parts import Parts
@@ -24,30 +24,42 @@ from .ports import describe
 
 def reconcile(parts: Parts, sweep: bool = True, deadline_s: float | None = None) -> dict[str, Any]:
     """``deadline_s``: give up undoing after this long (a hook with a short timeout); what is
-    not done stays open for the next reconcile. Raises ``JournalError`` when the journal
-    cannot be read: nothing is then touched."""
-    with parts.journal.exclusive():
+    not done stays open for the next reconcile; it also bounds the wait for another
+    reconcile's lock (``TimeoutError``). Raises ``JournalError`` when the journal cannot be
+    read: nothing is then touched. The result's ``finished`` lists the runs it ended."""
+    with parts.journal.exclusive(timeout=600 if deadline_s is None else deadline_s):
         now = parts.clock()
         live_runs = {r.run_id for r in parts.journal.begun_runs() if is_live(parts, r, now)}
         open_actions = [a for a in parts.journal.actions(open_only=True) if a.run_id not in live_runs]
         budget = min(parts.config.end_deadline_s, parts.config.end_deadline_s if deadline_s is None
                      else deadline_s)
-        undone, _ = undo(parts, open_actions, {}, time.monotonic() + budget)
+        undone, _, unreachable = undo(parts, open_actions, {}, time.monotonic() + budget)
         swept: list[str] = []
         errors: dict[str, str] = {}
         if sweep:
             swept, errors = _sweep(parts, live_runs)
+        finished = []
         for record in parts.journal.begun_runs():
             if record.run_id in live_runs:
                 continue
             if not parts.journal.actions(record.run_id, open_only=True):
-                parts.journal.end_run(record.run_id, (record.context or {}) | {"finished_by": "reconcile"},
-                                      parts.clock())
+                parts.journal.end_run(record.run_id, _manifest_of(record), parts.clock())
+                finished.append(record.run_id)
         prune(parts)
         return {"undone": [{"run_id": a.run_id, "vm": a.vm_name, "kind": a.kind.value, "result": r}
                            for a, r in undone],
-                "swept": swept, "endpoint_errors": errors,
+                "swept": swept, "endpoint_errors": errors, "finished": finished,
+                "unreachable": sorted(unreachable),
                 "still_open": len(parts.journal.actions(open_only=True))}
+
+
+def _manifest_of(record: RunRecord) -> dict[str, Any]:
+    """A dead run's manifest: what its begin recorded, or, when its process died before
+    begin finished, an honest empty one (nothing can be claimed about its VMs)."""
+    context = record.context or RunContext(
+        record.run_id, record.dataset, record.recursive, [], record.started_at, [],
+        {"engine": "the run's process stopped before its begin finished"}, []).to_dict()
+    return context | {"finished_by": "reconcile"}
 
 
 def is_live(parts: Parts, record: RunRecord, now: float) -> bool:
