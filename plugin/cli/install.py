@@ -15,6 +15,9 @@ from pathlib import Path
 
 import truenas_vmware_coord
 
+from ..truenas import snapshots
+from ..zfs.shell import LocalShell, Shell, ShellError
+
 LOADER_NAME = "vmware_coord.py"
 MARKER = "# truenas-vmware-coord loader"
 LOADER = '''{marker} (written by `vmware-coord install-plugin`; removed by `uninstall-plugin`)
@@ -75,11 +78,27 @@ def uninstall(plugins_dir: Path) -> Path | None:
     return target
 
 
-def main(action: str, plugins_dir: str | None, site: str | None) -> int:
+def stock_flags(shell: Shell) -> list[str]:
+    """Datasets on this NAS that carry freenas:vmsynced themselves (stock's manual snapshots
+    with VMware sync put it there); [] where ZFS cannot be asked."""
+    try:
+        pools = shell.run(["zpool", "list", "-H", "-o", "name"]).split()
+        return snapshots.dataset_flags(shell, pools)
+    except (ShellError, OSError):
+        return []
+
+
+def main(action: str, plugins_dir: str | None, site: str | None, shell: Shell | None = None) -> int:
     directory = Path(plugins_dir) if plugins_dir else default_plugins_dir()
     if action == "install-plugin":
         path = install(directory, Path(site) if site else default_site())
         print(f"installed {path}\nrestart middlewared to load it: systemctl restart middlewared")
+        flagged = stock_flags(shell or LocalShell(timeout=30))
+        if flagged:
+            print(f"{len(flagged)} dataset(s) carry freenas:vmsynced themselves, left by stock TrueNAS's "
+                  f"manual snapshots with VMware sync: {', '.join(flagged)}.\nEvery later snapshot of them "
+                  "inherits that value, true or not. Once middlewared runs the plugin:\n"
+                  "    midclt call vmware_coord.clear_dataset_flags")
     else:
         removed = uninstall(directory)
         print(f"removed {removed}; restart middlewared" if removed else f"no loader in {directory}")

@@ -38,6 +38,9 @@ def _bad_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
      'vm_deadline_seconds = 500\nbegin_deadline_seconds = 60\n', "config.engine.vm_deadline_seconds",
      "must not be longer"),
     ("this is [ not toml", "config", "not valid TOML"),
+    ('mappings = []\n[endpoints.a.connection]\nhost = "h"\nusername = "u"\n'
+     'tls = { skip_verification = true, sha256_fingerprint = "' + "AB" * 32 + '" }\n',
+     "config.endpoints.a.connection.tls", "contradicts a pinned sha256_fingerprint"),
 ])
 def test_bad_configuration_names_the_field_without_a_traceback(tmp_path, text, field, problem):
     proc = _bad_config(tmp_path, text)
@@ -112,3 +115,17 @@ def test_fingerprint_reads_the_servers_certificate(cli):
     proc = subprocess.run([CLI, "fingerprint", sim.host, "--port", str(sim.port)], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0 and proc.stdout.strip() == sim.sha256
+
+
+def test_install_reports_the_datasets_stock_flagged_and_the_fix(zfs_pool, tmp_path, capsys):
+    from truenas_vmware_coord.cli import install
+    flagged = zfs_pool.create_dataset(f"flags{tmp_path.name[-8:]}/stock")
+    clean = zfs_pool.create_dataset(f"flags{tmp_path.name[-8:]}/clean")
+    subprocess.run(["zfs", "set", "freenas:vmsynced=Y", flagged], check=True)   # what stock left
+    # a snapshot's own label is what it should be: not reported
+    subprocess.run(["zfs", "snapshot", "-o", "freenas:vmsynced=N", f"{clean}@own"], check=True)
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    assert install.main("install-plugin", str(plugins), str(tmp_path / "site")) == 0
+    out = capsys.readouterr().out
+    assert flagged in out and clean not in out and "vmware_coord.clear_dataset_flags" in out

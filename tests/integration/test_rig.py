@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from pyVmomi import vim, vmodl
 
 from tools.rig import inventory, vcsim
+from tools.rig.zfs import stop_by_pid
 
 
 def _retrieve_vm_names(si) -> list[str]:
@@ -186,3 +188,13 @@ def test_launcher_refuses_bad_flags_and_leaves_nothing(tmp_path):
         assert proc.returncode == 2
         assert flags[0] in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_daemon_that_ignores_sigterm_is_killed_after_its_grace_and_reaped() -> None:
+    stubborn = subprocess.Popen(["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"])
+    time.sleep(0.3)   # the trap is set
+    started = time.monotonic()
+    stop_by_pid(stubborn, grace=1.0)
+    assert stubborn.returncode == -9 and time.monotonic() - started < 5
+    with pytest.raises(ProcessLookupError):
+        os.kill(stubborn.pid, 0)   # reaped: no zombie left behind

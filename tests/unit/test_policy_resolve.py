@@ -278,3 +278,14 @@ def test_equal_priorities_from_a_careless_caller_still_resolve_deterministically
 def test_default_ladder_constant() -> None:
     assert Ladder((Q, C)) == DEFAULT_LADDER
     assert DEFAULT_LADDER.required is Consistency.QUIESCED
+
+
+def test_a_backtracking_regex_cannot_hang_a_run() -> None:
+    # (a+)+$ takes exponential time in a backtracking engine on "aaaa…!"; RE2 is linear.
+    import time
+    redos = parse_policy({"name": "redos", "priority": 1, "ladder": ["crash"],
+                          "match": {"name_regex": "(a+)+$"}})
+    started = time.monotonic()
+    assert not policy_matches(redos, f.vm("a" * 20000 + "!"), [])
+    assert policy_matches(redos, f.vm("a" * 20000), [])
+    assert time.monotonic() - started < 5   # the backtracking engine would take longer than the universe

@@ -68,21 +68,33 @@ class ZfsPool:
         """Where the value comes from: local, default, inherited from ..., or -."""
         return _run("zfs", "get", "-H", "-o", "source", prop, name).stdout.strip()
 
-    def destroy(self) -> None:
-        _run("zpool", "export", "-f", self.name, check=False)
-        others = [p for p in _run("zpool", "list", "-H", "-o", "name", check=False).stdout.split() if p]
-        if others:
-            # Another test session on this machine still uses the daemon we started.
+    def destroy(self, grace: float = 10.0) -> None:
+        """Export the pool (retrying while zfs-fuse says it is busy), then stop the daemon we
+        started by its pid: SIGTERM, SIGKILL after ``grace`` seconds, and reaped either way."""
+        for _ in range(25):
+            exported = _run("zpool", "export", "-f", self.name, check=False)
+            if exported.returncode == 0 or "no such pool" in exported.stderr:
+                break
+            time.sleep(0.2)
+        pools = _run("zpool", "list", "-H", "-o", "name", check=False).stdout.split()
+        if any(p != self.name for p in pools):
+            # Another session on this machine (outside tools/rig/isolation) uses this daemon.
             self.daemon = None
-        if self.daemon is not None and self.daemon.poll() is None:
-            os.kill(self.daemon.pid, signal.SIGTERM)
-            try:
-                self.daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.daemon.pid, signal.SIGKILL)
-                self.daemon.wait()
+        if self.daemon is not None:
+            stop_by_pid(self.daemon, grace)
         self.image.unlink(missing_ok=True)
         shutil.rmtree(self.mountpoint, ignore_errors=True)
+
+
+def stop_by_pid(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not gone within ``grace``; always reaped."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _daemon_answers() -> bool:
@@ -104,7 +116,7 @@ def start_pool(workdir: Path, name: str = "coordtest", size: str = "512M") -> Zf
         deadline = time.monotonic() + 30
         while not _daemon_answers():
             if daemon.poll() is not None or time.monotonic() > deadline:
-                daemon.kill()
+                stop_by_pid(daemon, 1.0)
                 raise ZfsRigError(f"zfs-fuse did not start; see {workdir / 'zfs-fuse.log'}")
             time.sleep(0.2)
     image = workdir / f"{name}.img"
