@@ -4,7 +4,7 @@ Builds (or reuses) the real middlewared (:mod:`.build`), builds the simulator, t
 ``pytest tests/real_truenas`` inside ``unshare -m -n`` through :mod:`.session`, and prints a
 summary (pass/fail per test, set-up and run times). Stdlib only: runs with any Python 3.11+
 (``TRUENAS_PYTHON`` picks the interpreter the venv is made with; TrueNAS 26.0 and master
-need 3.12+ syntax).
+need Python 3.13 and TrueNAS C modules Debian 12 cannot provide).
 """
 
 from __future__ import annotations
