@@ -147,6 +147,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_PLAIN_KEY = re.compile(r"[^\s:]*").fullmatch
+
+
 def _path(prefix: str, parts: Any) -> str:
     return ".".join([prefix, *(str(p) for p in parts)])
 
@@ -161,7 +164,10 @@ def _explain(v: _SchemaViolation, prefix: str) -> Iterator[FieldError]:
         known = v.schema.get("properties", {})
         for key in v.instance:
             if key not in known:
-                yield FieldError(_path(here, [key]), f"unknown field {str(key)!r}")
+                # A key with ':' or white space in it would not read as a field name: it is
+                # named in the message only, on its object.
+                field = _path(here, [key]) if _PLAIN_KEY(str(key)) else here
+                yield FieldError(field, f"unknown field {str(key)!r}")
     elif keyword == "required":
         for key in expected:
             if key not in v.instance:

@@ -158,6 +158,10 @@ def check_model_module(model: type[BaseModel], private: bool) -> None:
 
 
 def accept_params(model: type[BaseModel], args: list) -> list:
+    """As TS-25.10.6 ``api/base/handler/accept.py`` ``accept_params`` (:9-31): too many arguments is
+    an error on "" (:47-50); each pydantic error is named by its location alone, the argument field
+    first (``".".join(loc)``, :70-84), e.g. ``vmware_coord_policy_create.ladder.0`` -- the model
+    class's name is no part of it (as the real framework was seen to answer, tests/real_truenas)."""
     fields = list(model.model_fields)
     if len(args) > len(fields):
         verrors = ValidationErrors()
@@ -168,7 +172,11 @@ def accept_params(model: type[BaseModel], args: list) -> list:
     except PydanticValidationError as e:
         verrors = ValidationErrors()
         for error in e.errors():
-            verrors.add(".".join([model.__name__.lower(), *map(str, error["loc"])]), error["msg"])
+            loc, msg = list(map(str, error["loc"])), error["msg"]
+            if error["type"] == "union_tag_not_found":   # accept.py:77-79
+                loc.append(str(error["ctx"]["discriminator"]).strip("'"))
+                msg = "Field required"
+            verrors.add(".".join(loc), msg)
         raise verrors from None
     return [_exposed(getattr(instance, f)) for f in fields]
 

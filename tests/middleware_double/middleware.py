@@ -87,8 +87,22 @@ class NetworkGeneral:
             raise NetworkActivityDisabled(f'Network activity "{self.activities[name]}" is disabled')
 
 
+def over_the_client(value: Any) -> Any:
+    """A value as a process-pool worker receives it from middlewared, or sends it back: JSON.
+
+    ``zfs.snapshot`` runs in middlewared's process pool (TS-25.10.6 ``plugins/zfs_/snapshot.py:18``
+    ``process_pool = True``), where ``call_sync`` of another service goes over a websocket client
+    (``worker.py:50-83``, the last line ``self.client.call``). So ``vmware.snapshot_begin``'s context
+    reaches ``vmware.snapshot_end`` serialised twice (result to the worker, argument back): tuples
+    become lists, keys strings, and what JSON cannot carry fails. (The client's ``ejson`` also
+    carries datetimes and sets; plain JSON here is the stricter of the two.)
+    """
+    return json.loads(json.dumps(value))
+
+
 class ZfsSnapshot:
-    """``zfs.snapshot`` of 25.10 (plugins/zfs_/snapshot.py) over the ``zfs`` command."""
+    """``zfs.snapshot`` of 25.10 (plugins/zfs_/snapshot.py) over the ``zfs`` command; the VMware
+    context crosses JSON both ways, as from the process pool it runs in (:func:`over_the_client`)."""
 
     def __init__(self, middleware: Middleware) -> None:
         self.middleware = middleware
@@ -97,7 +111,8 @@ class ZfsSnapshot:
         dataset, name, recursive = data["dataset"], data["name"], data.get("recursive", False)
         vmware_context = None
         if data.get("vmware_sync"):
-            vmware_context = self.middleware.call_sync("vmware.snapshot_begin", dataset, recursive)
+            vmware_context = over_the_client(
+                self.middleware.call_sync("vmware.snapshot_begin", dataset, recursive))
         try:
             props = [a for k, v in sorted((data.get("properties") or {}).items()) for a in ("-o", f"{k}={v}")]
             _zfs("snapshot", *(["-r"] if recursive else []), *props, f"{dataset}@{name}")
@@ -106,7 +121,7 @@ class ZfsSnapshot:
                 _zfs("set", "freenas:vmsynced=Y", dataset)
         finally:
             if vmware_context:
-                self.middleware.call_sync("vmware.snapshot_end", vmware_context)
+                self.middleware.call_sync("vmware.snapshot_end", over_the_client(vmware_context))
         return self.query([["id", "=", f"{dataset}@{name}"]], {"get": True})
 
     def query(self, filters: list | None = None, options: dict | None = None) -> Any:
@@ -146,7 +161,9 @@ class PoolSnapshot26:
     creation and, when the VMware begin context says vmsynced, ``freenas:vmsynced=Y`` on
     the dataset (:338-344), ``snapshot_end`` in ``finally`` (:356-357); ``query`` (:191-290)
     returns no ZFS property unless ``extra.properties`` names it, and user properties only
-    with ``extra.retention``; ``update`` (:366-370) sets nothing."""
+    with ``extra.retention``; ``update`` (:366-370) sets nothing. Its service has no process pool
+    (:36-40), so ``call_sync`` stays in middlewared and the context is handed over as the very
+    object ``snapshot_begin`` returned: no JSON round trip here, unlike 25.10's ``zfs.snapshot``."""
 
     def __init__(self, middleware: Middleware) -> None:
         self.middleware = middleware
@@ -211,10 +228,16 @@ class _Plain:
 
 class Middleware:
     def __init__(self, workdir: Path, *, hostname: str = "nas", domain: str = "test.local",
-                 addresses: tuple[str, ...] = ("127.0.0.1",), release: str = "25.10") -> None:
+                 addresses: tuple[str, ...] = ("127.0.0.1",), release: str = "25.10",
+                 system_dataset: bool = True) -> None:
+        """``system_dataset=False``: a NAS without a system pool, where ``systemdataset.config()``
+        answers ``path: None`` (TS-25.10.6 ``plugins/sysdataset.py:119-141``: ``config_extend`` sets
+        ``path`` from ``sysdataset_path``, None when the system dataset is not what is mounted at
+        /var/db/system; ``api/v25_10_5/systemdataset.py:21`` ``path: str | None``)."""
         self.release = release
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.system_dataset_path: str | None = str(self.workdir / "system") if system_dataset else None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="middlewared-loop", daemon=True)
         self._thread.start()
@@ -248,7 +271,7 @@ class Middleware:
                 {"type": "INET", "address": a_} for a_ in addresses]}}]),
             "pool.snapshottask": _Plain(query=self._snapshot_tasks),
             **snapshot_services,
-            "systemdataset": _Plain(config=lambda: {"path": str(self.workdir / "system")}),
+            "systemdataset": _Plain(config=lambda: {"path": self.system_dataset_path}),
             "pool.dataset": _Plain(query=self._datasets),
             "iscsi.extent": _Plain(query=lambda *a: []),
         })

@@ -48,6 +48,21 @@ class Hidden(str):
         return "'<hidden>'"
 
 
+def keep_secret(kind: str, value: str) -> Hidden:
+    """Tell the session that no artifact may hold ``value`` (an API key, a session token).
+
+    tools/truenas_real/session.py reads ``TRUENAS_REAL_SECRETS`` at the end and refuses any log, and
+    empties any artifact, that holds one, as it does for the simulator's password.
+    """
+    path = os.environ.get("TRUENAS_REAL_SECRETS")
+    if not path:
+        pytest.fail("TRUENAS_REAL_SECRETS is not set: run through `./run test-truenas`")
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "a") as secrets:
+        secrets.write(f"{kind}\t{value}\n")
+    return Hidden(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Sim:
     """The simulator as tools.rig.inventory expects it (host, port, login, pinned TLS)."""

@@ -62,6 +62,8 @@ def test_policy_validation_errors(api: Any, observe: Any) -> None:
     wrong_type = api.error("vmware_coord.policy.create", "not a dict")
     observe("policy.create non-dict argument", wrong_type)
     assert wrong_type["type"] == "ValidationErrors"
+    # Named by the argument field alone (api/base/handler/accept.py:70-84), as the double does.
+    assert [e[0] for e in wrong_type["errors"]] == ["vmware_coord_policy_create"], wrong_type
 
     api.call("vmware_coord.policy.create", POLICY)
     try:

@@ -16,7 +16,8 @@ Given checkouts of truenas/middleware, truenas/api_client and truenas/zettarepl,
 - ``site/``: this project installed with ``pip install --target`` (as the README says to install
   it on TrueNAS), and the plugin installed into the copy with the project's own installer
   (``python -m truenas_vmware_coord.cli.main install-plugin --plugins-dir ... --site ...``).
-  Rebuilt whenever ``plugin/`` or ``setup.py`` changes; everything else only when the key
+  Rebuilt whenever ``plugin/``, ``ui_extension/`` (the page, package ``truenas_vmware_coord.ui``)
+  or ``setup.py`` changes; everything else only when the key
   (interpreter, pins, checkouts' commits, this package) changes.
 - ``manifest.json``: what went in (commits, tags, pins, ``pip freeze``, stubs).
 
@@ -43,7 +44,7 @@ from .stubs import STUBS
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("VMWARE_COORD_CACHE", ROOT / ".cache")) / "truenas-real"
-PROJECT_FILES = ("setup.py", "plugin")
+PROJECT_FILES = ("setup.py", "plugin", "ui_extension")  # setup.py installs ui_extension/ as .ui
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.pyc", "build", "*.egg-info")
 
 

@@ -11,6 +11,8 @@ TrueNAS's own CI.
 Each stands in for a look-up of hardware or of ZFS pools that the real method makes through
 netlink/RDMA or truenas_pylibzfs, which do not exist here; each answers from the zfs-fuse
 pool of this session (through the zfs CLI) or from loopback, which is what this machine has.
+One more stands in for the single step of an API-key login that TrueNAS's own PAM module
+``pam_tdb.so`` does (not in Debian): see ``LIBPAM_AUTHENTICATE``.
 """
 
 from __future__ import annotations
@@ -67,9 +69,53 @@ def mock(self, filters=None, options=None):
     return filter_list(rows, filters or [], options or {})
 """
 
+# auth.libpam_authenticate for an API key (plugins/auth_/authenticate.py:28-66): the PAM stack
+# /etc/pam.d/middleware-api-key begins with `auth [success=1 default=die] pam_tdb.so`
+# (etc_files/pam.d/middleware-api-key.mako:17), TrueNAS's own C module (not in Debian), which
+# checks "<id>-<key>" against the pbkdf2-sha512 hash that api_key.create stored
+# (utils/crypto.py:84-94) for that user, unrevoked and unexpired. This does that one check on the
+# row the real api_key.create wrote, then runs the real authenticator with the PAM stack of
+# /etc/pam.d/middleware-unix (Debian's pam_access, pam_unix account, the middleware-session
+# stack), so the handle is brought to LOGIN by the real code and login() opens a real PAM session
+# and utmp entry. Every other login (passwords) goes to the real method.
+LIBPAM_AUTHENTICATE = """
+from middlewared.service import pass_app
+
+@pass_app(require=True)
+def mock(self, app, username, password):
+    import base64, hashlib, hmac, pam
+    from datetime import datetime, timezone
+    from middlewared.utils.account.authenticator import AccountFlag, MiddlewarePamFile
+    handle = app.authentication_context.pam_hdl
+    if handle is None or handle.truenas_state.service is not MiddlewarePamFile.API_KEY:
+        return self.libpam_authenticate(app, username, password)
+    refused = {"code": pam.PAM_AUTH_ERR, "reason": "Authentication failure", "user_info": None}
+    key_id, _, secret = password.partition("-")
+    rows = self.middleware.call_sync("api_key.query", [["id", "=", int(key_id)]]) if key_id.isdigit() else []
+    if not rows or rows[0]["username"] != username or rows[0]["revoked"]:
+        return refused
+    if rows[0]["expires_at"] and rows[0]["expires_at"] <= datetime.now(timezone.utc):
+        return {"code": pam.PAM_CRED_EXPIRED, "reason": "Api key is expired.", "user_info": None}
+    _, algorithm, rounds, salt, digest = rows[0]["keyhash"].split("$")
+    computed = hashlib.pbkdf2_hmac("sha512", secret.encode(), base64.b64decode(salt), int(rounds))
+    if algorithm != "pbkdf2-sha512" or not hmac.compare_digest(computed, base64.b64decode(digest)):
+        return refused
+    handle.truenas_state.service = MiddlewarePamFile.UNIX
+    try:
+        response = handle.authenticate(username, "", app.origin)
+    finally:
+        handle.truenas_state.service = MiddlewarePamFile.API_KEY
+    user_info = response.user_info
+    if response.code == pam.PAM_SUCCESS:
+        handle.truenas_state.passwd["account_attributes"].append(AccountFlag.API_KEY)
+        user_info = handle.truenas_user_obj
+    return {"code": response.code, "reason": response.reason, "user_info": user_info}
+"""
+
 MOCKS: dict[str, str] = {
     "interface.query": INTERFACE_QUERY,
     "pool.query": POOL_QUERY,
     "pool.filesystem_choices": FILESYSTEM_CHOICES,
     "pool.dataset.query": DATASET_QUERY,
+    "auth.libpam_authenticate": LIBPAM_AUTHENTICATE,
 }

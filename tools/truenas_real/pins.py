@@ -115,8 +115,10 @@ BOOKWORM_PACKAGES: tuple[str, ...] = (
     "python-pam==2.0.2",  # python3-pampy 2.0.2-1 (FirefighterBlu3/python-pam, ctypes over libpam)
 )
 
-# The suite's own tools inside the same interpreter (not part of TrueNAS).
-SUITE_PACKAGES: tuple[str, ...] = ("pytest==8.3.3",)
+# The suite's own tools inside the same interpreter (not part of TrueNAS). Playwright drives
+# Debian's Chromium (/usr/bin/chromium, installed by ./run): no browser is downloaded, its
+# wheel only carries the driver. The versions the project's own .venv runs tests/ui with.
+SUITE_PACKAGES: tuple[str, ...] = ("pytest==8.3.3", "playwright==1.65.2", "greenlet==3.5.6")
 
 
 def _name(requirement: str) -> str:

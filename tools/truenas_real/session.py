@@ -10,7 +10,10 @@ Started by :mod:`tools.truenas_real.__main__` as
    socket and ``/run/lock/zfs`` are private: zfs-fuse is one daemon per socket, and other
    sessions on this machine use the host's), and binds a work directory's ``data/``, ``system/``
    and ``log/`` over ``/data``, ``/var/db/system`` and ``/var/log`` (the mount points ``/data``
-   and ``/var/db/system`` are created empty on the host if missing and removed at the end);
+   and ``/var/db/system`` are created empty on the host if missing and removed at the end), and a
+   private copy of the host's ``/etc`` over ``/etc`` (middlewared's ``etc.generate`` rewrites
+   ``/etc/passwd``, ``/etc/group`` and ``/etc/pam.d``: never the host's), with ``/run/utmp`` and
+   ``/var/log/wtmp`` as a Debian boot makes them (a login's utmp entry needs them);
 3. copies the factory database to ``/data/freenas-v1.db`` (as the middlewared package's
    ``debian/postinst`` does) and writes ``/data/manifest.json`` (``utils/__init__.py``
    ``sw_info`` reads ``version``, ``codename``, ``buildtime``);
@@ -20,11 +23,16 @@ Started by :mod:`tools.truenas_real.__main__` as
    backed by those datasets' mountpoints, NAS address 127.0.0.1;
 5. starts middlewared (:mod:`.daemon`, its own session: on exit it SIGKILLs its whole process
    group, ``main.py`` ``run``; the mocks of :mod:`.mocks` are installed by :mod:`.daemon`
-   before any setup() runs), waits for ``core.ping`` over the unix socket;
-6. runs CMD with ``TRUENAS_REAL`` (a JSON file describing all of it; no secret in it) and
-   ``TRUENAS_REAL_VCSIM_PASSWORD`` in its environment, then stops middlewared, the simulator
-   and zfs-fuse by their pids, copies the logs to ``tests/artifacts/real_truenas/`` after
-   checking that they hold no password, and exits with CMD's code.
+   before any setup() runs), waits for ``core.ping`` over the unix socket, then provisions
+   what a login over TCP (the web UI's, the NAS-served page's) needs (:meth:`Session.provision`);
+   middlewared serves HTTP on 127.0.0.1:6000 (``main.py:1463``, ``:1472-1475``), where TrueNAS's
+   nginx proxies ``/api`` and ``/_plugins`` (``etc_files/local/nginx/nginx.conf.mako:242-251``, ``:407-418``);
+6. runs CMD with ``TRUENAS_REAL`` (a JSON file describing all of it; no secret in it),
+   ``TRUENAS_REAL_VCSIM_PASSWORD`` and ``TRUENAS_REAL_SECRETS`` (a file the tests add each API key
+   and token they make to) in its environment, then stops middlewared, the simulator and zfs-fuse
+   by their pids, copies the logs to ``tests/artifacts/real_truenas/`` after checking that they
+   hold none of those secrets (and empties any artifact the tests wrote that holds one), and
+   exits with CMD's code.
 """
 
 from __future__ import annotations
@@ -54,6 +62,15 @@ SETUP = ("datastore", "pwenc", "auth", "alert", "vmware", "vmware_coord")
 POOL = "tank"
 DATASTORES = ("nfs01", "nfs02")
 SOCKET = Path("/var/run/middleware/middlewared.sock")
+PROVISION = """
+import json
+from truenas_api_client import Client
+with Client() as c:
+    c.call("etc.generate", "pam_middleware")
+    group = c.call("group.query", [["group", "=", "builtin_administrators"]], {"get": True})
+    members = [u["username"] for u in c.call("user.query", [["id", "in", group["users"]]])]
+    print(json.dumps({"gid": group["gid"], "members": members}))
+"""
 
 
 def say(message: str) -> None:
@@ -76,6 +93,8 @@ class Session:
         self.sim: vcsim.Simulator | None = None
         self.mw: subprocess.Popen | None = None
         self.password = secrets.token_urlsafe(12)
+        # Secrets the tests make (API keys, session tokens), one a line: no artifact may hold one.
+        self.secrets_file = self.work / "secrets"
         self.timings: dict[str, float] = {}
 
     # --- the namespace's file system ------------------------------------------------------
@@ -100,6 +119,15 @@ class Session:
         self._bind(self.work / "data", Path("/data"))
         self._bind(self.work / "system", Path("/var/db/system"))
         self._bind(self.work / "log", Path("/var/log"))
+        # middlewared owns /etc on TrueNAS: etc.generate rewrites /etc/passwd, /etc/group, /etc/pam.d/...
+        # (plugins/etc.py; api_key.create runs etc.generate pam_middleware, a password or API-key
+        # login etc.generate user). Here it writes to a private copy of the host's /etc, never the host's.
+        shutil.copytree("/etc", self.work / "etc", symlinks=True)
+        self._mount("--bind", str(self.work / "etc"), "/etc")
+        # What systemd-tmpfiles makes at every Debian boot (tmpfiles.d/systemd.conf): a login's utmp
+        # entry (utils/account/utmp.py, pututline) needs the file to exist.
+        for login_file in ("/run/utmp", "/var/log/wtmp"):
+            Path(login_file).touch(mode=0o664)
         shutil.copyfile(self.build / "factory-v1.db", "/data/freenas-v1.db")
         version = self.manifest["version"]
         Path("/data/manifest.json").write_text(
@@ -155,6 +183,27 @@ class Session:
             time.sleep(0.5)
         raise RuntimeError("middlewared did not answer core.ping within 300 s")
 
+    def provision(self) -> None:
+        """What a TrueNAS boot leaves for a login over TCP (the web UI's, the page's).
+
+        - ``/etc/pam.d/middleware*``: the real ``etc.generate pam_middleware``; without the service
+          file ``utils/account/authenticator.py`` raises FileNotFoundError on any TCP login.
+        - root in ``builtin_administrators`` in /etc/group, as TrueNAS's generated /etc/group has it
+          (``etc_files/group.mako`` from the database): ``auth.authenticate_user``
+          (``plugins/auth_/authenticate.py``) composes a password or API-key session's privilege from
+          the NSS groups. The real ``etc.generate user`` cannot run here (the 'shadow' builtin group is
+          provisioned by TrueNAS's image, not in the factory database), so the one line is written from
+          the real ``group.query``/``user.query``, into the private /etc.
+        """
+        proc = subprocess.run(
+            [str(self.python), "-c", PROVISION], capture_output=True, text=True, timeout=120, check=False
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"provisioning the logins failed: {proc.stderr[-2000:]}")
+        group = json.loads(proc.stdout.strip().splitlines()[-1])
+        with open("/etc/group", "a") as etc_group:  # the private copy (prepare)
+            etc_group.write(f"builtin_administrators:x:{group['gid']}:{','.join(group['members'])}\n")
+
     def _ping(self) -> bool:
         proc = subprocess.run(
             [
@@ -208,13 +257,17 @@ class Session:
         say(f"zfs-fuse pool {POOL} and the simulator ({self.sim.url if self.sim else ''}) are up")
         started = time.monotonic()
         self.start_middlewared()
+        self.provision()
         self.timings["middlewared_start_seconds"] = round(time.monotonic() - started, 1)
         say(
             f"middlewared {self.manifest['version']} answers (pid {self.mw.pid if self.mw else ''}) after "
             f"{self.timings['middlewared_start_seconds']} s"
         )
         env = dict(
-            os.environ, TRUENAS_REAL=str(self.describe(mounts)), TRUENAS_REAL_VCSIM_PASSWORD=self.password
+            os.environ,
+            TRUENAS_REAL=str(self.describe(mounts)),
+            TRUENAS_REAL_VCSIM_PASSWORD=self.password,
+            TRUENAS_REAL_SECRETS=str(self.secrets_file),
         )
         env["PYTHONPATH"] = os.pathsep.join([str(self.build / "site"), str(ROOT)])
         started = time.monotonic()
@@ -247,25 +300,42 @@ class Session:
                 directory.rmdir()
         shutil.rmtree(self.work, ignore_errors=True)
 
+    def _secrets(self) -> dict[str, str]:
+        """What must be in no artifact: the simulator's password, and each key and token the tests made."""
+        found = {"the simulator's password": self.password}
+        if self.secrets_file.is_file():
+            for line in self.secrets_file.read_text().splitlines():
+                kind, _, value = line.partition("\t")
+                if value:
+                    found[f"{kind} #{len(found)}"] = value
+        return found
+
+    def _leaked(self, data: bytes, secrets: dict[str, str]) -> str | None:
+        for what, value in secrets.items():
+            if value.encode() in data:
+                return what
+        return None
+
     def _keep_logs(self) -> None:
-        """middlewared's logs into tests/artifacts/real_truenas/, if no password is in them."""
+        """middlewared's logs into tests/artifacts/real_truenas/, if no secret is in them."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        secrets = self._secrets()
         sources = [self.work / "middlewared.stdout", *sorted((self.work / "log").glob("*.log"))]
         for source in sources:
             if not source.is_file():
                 continue
-            text = source.read_text(errors="replace")
-            if self.password in text:
-                say(f"{source.name} contains the simulator's password: not kept, and that is a bug")
-                (ARTIFACTS / f"{source.name}.REFUSED").write_text("contained a password; not kept\n")
+            data = source.read_bytes()
+            if what := self._leaked(data, secrets):
+                say(f"{source.name} contains {what}: not kept, and that is a bug")
+                (ARTIFACTS / f"{source.name}.REFUSED").write_text(f"contained {what}; not kept\n")
                 continue
-            (ARTIFACTS / source.name).write_text(text)
+            (ARTIFACTS / source.name).write_bytes(data)
         (ARTIFACTS / "timings.json").write_text(json.dumps(self.timings, indent=1))
-        # What the tests wrote there too (observed.json, junit.xml): no password either.
-        for written in ARTIFACTS.iterdir():
-            if written.is_file() and self.password in written.read_text(errors="replace"):
-                say(f"{written.name} contains the simulator's password: removed, and that is a bug")
-                written.write_text("contained a password; removed\n")
+        # What the tests wrote there too (observed.json, junit.xml, screenshots): no secret either.
+        for written in sorted(ARTIFACTS.rglob("*")):
+            if written.is_file() and (what := self._leaked(written.read_bytes(), secrets)):
+                say(f"{written.relative_to(ARTIFACTS)} contains {what}: removed, and that is a bug")
+                written.write_text(f"contained {what}; removed\n")
 
 
 @contextlib.contextmanager
