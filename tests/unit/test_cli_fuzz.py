@@ -487,7 +487,8 @@ def _ensure_base(cli: Any, workspace: Workspace) -> None:
 @given(document=policy_inputs(), how=st.sampled_from(["create-arg", "create-stdin", "update-arg",
                                                       "update-stdin"]))
 # Found by this test: a key with ':' or white space in it, named as if it were a field.
-@example(document=b'{"name": "p", "priority": 5, "ladder": ["crash"], "a:b": 1, "c d": 2}', how="create-stdin")
+@example(document=b'{"name": "p", "priority": 5, "ladder": ["crash"], "a:b": 1, "c d": 2}',
+         how="create-stdin")
 def test_any_policy_document_is_saved_or_refused_by_field(workspace: Workspace, cli, document: bytes,
                                                           how: str) -> None:
     _ensure_base(cli, workspace)
