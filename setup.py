@@ -13,6 +13,7 @@ PACKAGES = [
     "truenas_vmware_coord.domain",
     "truenas_vmware_coord.domain.strategies",
     "truenas_vmware_coord.engine",
+    "truenas_vmware_coord.libvirt",
     "truenas_vmware_coord.truenas",
     "truenas_vmware_coord.truenas.middlewared",
     "truenas_vmware_coord.schemas",
@@ -54,7 +55,11 @@ setup(
             "playwright>=1.40",
             # the benchmark's smoke test draws its plot too
             "matplotlib>=3.7",
+            # libvirt guests against a real QEMU (builds against Debian's libvirt-dev)
+            "libvirt-python>=9.0",
         ],
+        # libvirt guests on a ZFS host that is not TrueNAS (TrueNAS's own Python has libvirt)
+        "libvirt": ["libvirt-python>=9.0"],
         "bench": ["matplotlib>=3.7"],
     },
     entry_points={"console_scripts": [

@@ -4,10 +4,12 @@ It builds a small, realistic inventory through the vSphere API — normal VMs wi
 one with a PCI passthrough GPU (strict mode: VMware refuses to snapshot it while it runs),
 one whose .vmx lives on another datastore but with a disk on the mapped one, a powered-off
 VM, a VM without Tools, a database VM that policy powers off, a scratch VM that policy
-excludes — on an NFS datastore that is a zfs-fuse dataset. Then it runs the real
-``vmware-coord`` command: ``policy create``, ``plan``, ``snapshot`` (which prints the per-VM
-report); shows the ZFS snapshot with its properties; proves that no VMware snapshot is
-left; and cleans up.
+excludes — on an NFS datastore that is a zfs-fuse dataset, and beside them a local libvirt
+guest (QEMU without KVM, a real qemu-guest-agent: tools/rig/guest.py) whose disk is on the
+same dataset. Then it runs the real ``vmware-coord`` command: ``policy create``, ``plan``,
+``snapshot`` (which prints the per-VM report: the guest's row says ``fsfreeze``); shows the
+ZFS snapshot with its properties; proves that no VMware snapshot is left and no guest is
+left frozen; and cleans up. Where QEMU cannot run, it says so and goes on without the guest.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from tools.rig import inventory, vcsim, zfs
+from tools.rig import guest, inventory, vcsim, zfs
 from tools.rig.cli_config import write_cli_config
 
 NAS = "nas.demo.local"
@@ -72,10 +75,39 @@ def leftover_snapshots(sim: vcsim.Simulator) -> list[str]:
         si.content.sessionManager.Logout()
 
 
+def start_guest(disk_dir: Path) -> tuple[guest.Rig | None, guest.Guest | None]:
+    """A libvirt guest on the dataset, or (None, None) with the reason printed."""
+    missing = guest.missing_tools()
+    if missing:
+        print(f"QEMU cannot run here ({', '.join(missing)} missing): the demo goes on without a libvirt "
+              "guest")
+        return None, None
+    rig = None
+    try:
+        rig = guest.Rig()
+        booted = rig.boot("guest-01", disk_dir)
+    except Exception as exc:  # noqa: BLE001 - the demo goes on without it
+        if rig is not None:
+            rig.stop()
+        print(f"QEMU cannot run a guest here ({exc}): the demo goes on without a libvirt guest")
+        return None, None
+    print(f"libvirt guest guest-01 (QEMU, no KVM; qemu-guest-agent inside) at {rig.daemon.uri}, "
+          f"its disk {disk_dir / 'guest-01.img'} on the dataset")
+    return rig, booted
+
+
+def frozen_guests(booted: guest.Guest) -> list[str]:
+    """Guests that are frozen now: their writer (a line every 0.1 s) wrote nothing in 1.5 s."""
+    before = booted.ticks()
+    time.sleep(1.5)
+    return [] if booted.ticks() > before else [booted.name]
+
+
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="coord-demo-"))
     pool = zfs.start_pool(workdir / "zfs", name="demo")
     sim = None
+    rig = None
     try:
         dataset = pool.create_dataset("vmware/nfs01")
         other = pool.create_dataset("vmware/nfs02")
@@ -86,9 +118,13 @@ def main() -> int:
         print(f"simulator {sim.url} (pid {sim.pid}); certificate pinned: {sim.sha256}")
         print(f"datastore nfs01 is NFS {NAS}:{mp}, the ZFS dataset {dataset}")
         build_inventory(sim)
+        rig, booted = start_guest(mp)
         config = write_cli_config(workdir / "config.toml", sim, workdir / "state", PASSWORD_ENV,
                                   [("nfs01", dataset)], [NAS],
                                   {"begin_deadline_seconds": 60, "vm_deadline_seconds": 30})
+        if rig is not None:
+            with open(config, "a") as f:
+                f.write(f'\n[libvirt.local]\nuri = "{rig.daemon.uri}"\n')
         os.environ[PASSWORD_ENV] = sim.password
 
         section("policies")
@@ -114,10 +150,17 @@ def main() -> int:
         section("VMware snapshots left behind")
         left = leftover_snapshots(sim)
         print("none" if not left else "\n".join(left))
+        if rig is not None and booted is not None:
+            section("libvirt guests left frozen")
+            frozen = frozen_guests(booted)
+            print("none: guest-01 writes again" if not frozen else "\n".join(frozen))
+            left += frozen
         if left:
             return 1
         return 0
     finally:
+        if rig is not None:
+            rig.stop()
         if sim:
             sim.stop()
         pool.destroy()

@@ -60,14 +60,14 @@ function planTable(plan, previous) {
     const ladder = (decision.ladder || []).join(" → ") || "nothing to do";
     const changed = old && (old.policy !== decision.policy || (old.ladder || []).join() !== (decision.ladder || []).join());
     const was = changed ? el("div", { class: "was", text: `was: ${(old.ladder || []).join(" → ") || "nothing to do"} (${old.policy ?? "default"})` }) : null;
-    return [vm.facts.name, vm.facts.power_state, decision.policy ?? "default",
+    return [vm.facts.name, vm.facts.provider ?? "vsphere", vm.facts.power_state, decision.policy ?? "default",
       el("div", {}, el("span", { text: ladder }), changed ? badge("changes", "warn") : null, was),
       vm.blockers.map((b) => b.kind).join(", ") || "–",
       el("div", {}, ...[decision.summary || vm.status_reason,
         ...(decision.pruned || []).map((p) => p.reason).filter((r) => !(decision.summary || "").includes(r))]
         .filter(Boolean).map((t) => el("div", { text: t })))];
   });
-  const box = el("div", { class: "plan" }, table(["VM", "power", "policy", "planned", "blockers", "why"], rows,
+  const box = el("div", { class: "plan" }, table(["VM", "kind", "power", "policy", "planned", "blockers", "why"], rows,
     `${plan.summary.vms} VMs on ${plan.summary.datastores} datastores of ${plan.dataset}`));
   for (const w of plan.warnings || []) box.append(el("p", { class: "warning", text: w }));
   for (const [endpoint, message] of Object.entries(plan.endpoint_errors || {})) box.append(el("p", { class: "error-text", text: `${endpoint}: ${message}` }));
@@ -193,14 +193,15 @@ function editPolicy(policy) {
 // --- runs --------------------------------------------------------------------------------
 
 function manifestView(report) {
-  const rows = report.vms.map((vm) => [vm.name, vm.policy, vm.achieved ?? "–", consistencyBadge(vm.consistency, vm.compliant),
+  const rows = report.vms.map((vm) => [vm.name, vm.provider ?? "vsphere", vm.policy, vm.achieved ?? "–",
+    consistencyBadge(vm.consistency, vm.compliant),
     vm.required, vm.quiesced === null ? "–" : vm.quiesced ? "yes" : "no", vm.undo ?? "–",
-    el("div", {}, ...vm.reasons.map((r) => el("div", { text: r })))]);
+    el("div", {}, ...[vm.answer, ...vm.reasons].filter(Boolean).map((r) => el("div", { text: r })))]);
   return el("section", { class: "card", "aria-label": `manifest of run ${report.run_id}` },
     el("h3", { text: `Run ${report.run_id}: ${report.snapshot ?? report.dataset}` }),
     el("p", {}, badge(`vmsynced ${report.vmsynced ? "Y" : "N"}`, report.vmsynced ? "good" : "bad"),
       ` begin phase ${Number(report.begin_seconds).toFixed(2)} s`),
-    table(["VM", "policy", "achieved", "consistency", "requires", "quiesced", "undo", "reasons"], rows),
+    table(["VM", "kind", "policy", "achieved", "consistency", "requires", "quiesced", "undo", "reasons"], rows),
     ...Object.entries(report.endpoint_errors || {}).map(([e, m]) => el("p", { class: "error-text", text: `${e}: ${m}` })),
     ...(report.leftovers || []).map((l) => el("p", { class: "warning", text: `left for reconcile: ${l}` })));
 }

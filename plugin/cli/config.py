@@ -2,7 +2,8 @@
 
 TOML or JSON, validated against schemas/cli.json with field-named errors. Passwords are
 read from an environment variable or a file at the moment a connection needs them, never
-from the command line or the configuration file itself.
+from the command line or the configuration file itself. libvirt hosts (``libvirt``) need no
+mapping: their guests are placed by the host paths of their disks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from ..domain.errors import FieldError, InvalidInput
 from ..domain.model import Mapping
 from ..domain.storage import StorageFacts
 from ..domain.zfs_names import dataset_problem
+from ..engine.ports import Connector
+from ..engine.sessions import Connectors
 from ..engine.settings import Settings, parse_settings
+from ..libvirt.settings import AGENT_TIMEOUT_S, LibvirtSettings
+from ..vsphere.hypervisor import VsphereConnector
 from ..vsphere.session import EndpointSettings
 from ..zfs import snapshot as zfs_snapshot
 from ..zfs.shell import Shell
@@ -39,6 +44,7 @@ class CliConfig:
     settings: Settings
     hooks: HookSettings = HookSettings()
     explicit_journal: bool = False
+    libvirt: tuple[LibvirtSettings, ...] = ()     # libvirt hosts whose guests are coordinated
 
     @property
     def journal_path(self) -> Path:
@@ -73,6 +79,25 @@ class CliConfig:
             return password
         raise InvalidInput.single(field, "no password source: set password_env or password_file")
 
+    @property
+    def local_endpoints(self) -> tuple[str, ...]:
+        """The libvirt endpoints: looked at for every plan (their guests need no mapping)."""
+        return tuple(e.id for e in self.libvirt)
+
+    def connector(self) -> Connector:
+        """vSphere endpoints and libvirt hosts behind one connector (libvirt imported only
+        when one is configured: the binding is an optional dependency)."""
+        vsphere = VsphereConnector(self.endpoints, self.password_for)
+        if not self.libvirt:
+            return vsphere
+        try:
+            from ..libvirt.hypervisor import LibvirtConnector
+        except ImportError as exc:   # a configuration this host cannot serve: bad input, not a crash
+            raise InvalidInput.single("libvirt", (
+                f"libvirt hosts are configured, but the libvirt binding cannot be imported ({exc}): "
+                "pip install 'truenas-vmware-coord[libvirt]' (it builds against libvirt-dev)")) from None
+        return Connectors(vsphere, LibvirtConnector(self.libvirt))
+
     def storage_facts(self, shell: Shell) -> StorageFacts:
         """The NAS's addresses and every dataset's mountpoint, as ZFS reports them now."""
         mountpoints = {name: mp for name, mp in zfs_snapshot.list_datasets(shell).items() if mp}
@@ -94,7 +119,7 @@ def load_config(path: str | os.PathLike[str]) -> CliConfig:
     endpoints: dict[str, EndpointSettings] = {}
     names: dict[str, str] = {}
     sources: dict[str, tuple[str, str]] = {}
-    for name, entry in document["endpoints"].items():
+    for name, entry in document.get("endpoints", {}).items():
         settings = EndpointSettings.from_document(entry["connection"])
         if settings.id in endpoints:
             errors.append(FieldError(f"config.endpoints.{name}",
@@ -109,7 +134,7 @@ def load_config(path: str | os.PathLike[str]) -> CliConfig:
             sources[settings.id] = ("file", entry["password_file"])
     mappings = []
     seen_ids: set[str] = set()
-    for i, m in enumerate(document["mappings"]):
+    for i, m in enumerate(document.get("mappings", [])):
         mapping_id = m.get("id", str(i + 1))
         if m["endpoint"] not in names:
             known = ", ".join(sorted(names))
@@ -121,6 +146,11 @@ def load_config(path: str | os.PathLike[str]) -> CliConfig:
         seen_ids.add(mapping_id)
         mappings.append(Mapping(id=mapping_id, endpoint_id=names[m["endpoint"]],
                                 datastore=m["datastore"], dataset=m["dataset"]))
+    guests = tuple(LibvirtSettings(name, entry["uri"], entry.get("agent_timeout_seconds", AGENT_TIMEOUT_S))
+                   for name, entry in sorted(document.get("libvirt", {}).items()))
+    if not endpoints and not guests:
+        errors.append(FieldError("config.endpoints", "give at least one endpoint (a vCenter or ESXi host), "
+                                                     "or a libvirt host under config.libvirt"))
     settings = parse_settings(document.get("engine"), field="config.engine")
     hooks = document.get("hooks", {})
     for i, dataset in enumerate(hooks.get("recursive", ())):
@@ -136,7 +166,7 @@ def load_config(path: str | os.PathLike[str]) -> CliConfig:
         mappings=tuple(mappings), addresses=tuple(nas.get("addresses", ())),
         iscsi_extents=dict(nas.get("iscsi_extents", {})), settings=settings,
         hooks=HookSettings.from_document(hooks),
-        explicit_journal="journal_path" in (document.get("engine") or {}))
+        explicit_journal="journal_path" in (document.get("engine") or {}), libvirt=guests)
 
 
 def _name_of(names: dict[str, str], endpoint_id: str) -> str:

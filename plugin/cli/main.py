@@ -38,7 +38,6 @@ from ..engine.coordinator import Coordinator
 from ..engine.journal import Journal, JournalError
 from ..engine.ports import HypervisorFailure
 from ..store.policy_repo import MAX_ID, SqlitePolicyRepository
-from ..vsphere.hypervisor import VsphereConnector
 from ..vsphere.tls import server_fingerprint
 from ..zfs import snapshot as zfs_snapshot
 from ..zfs.shell import LocalShell, Shell, ShellError
@@ -90,10 +89,11 @@ class Cli:
             warn(f"the journal was corrupted and has been moved aside to {journal.moved_aside}; a new "
                  "one is used ('vmware-coord doctor' says what that means)")
         return Coordinator(
-            connector=VsphereConnector(cfg.endpoints, cfg.password_for), journal=journal,
+            connector=cfg.connector(), journal=journal,
             mappings=cfg.mappings, storage=lambda: cfg.storage_facts(self.shell), policies=policies,
             default_ladder=cfg.settings.default_ladder, config=cfg.settings.engine,
-            progress=self.progress)
+            progress=self.progress, libvirt_default_ladder=cfg.settings.libvirt_default_ladder,
+            local_endpoints=cfg.local_endpoints)
 
     def check_dataset(self, dataset: str) -> list[str]:
         """Refuse a dataset ZFS does not have (its name was checked with the arguments),
@@ -133,9 +133,13 @@ class Cli:
                 failure.append(str(exc))
                 return ""
 
+        def relabel(_snapshot: str, properties: dict[str, str]) -> None:
+            for snapshot in sorted(wanted):   # a recursive snapshot's children carry them too
+                self._label(snapshot, properties)
+
         try:
             coordinator = self.coordinator()
-            report = coordinated_snapshot(coordinator, dataset, take, recursive, self.args.exclude)
+            report = coordinated_snapshot(coordinator, dataset, take, recursive, self.args.exclude, relabel)
         except StateError as exc:   # raised before any VM was touched
             return self.uncoordinated(dataset, name, recursive, str(exc))
         self.out(report, render.report_table)

@@ -19,12 +19,13 @@ def plan_table(plan: dict[str, Any]) -> str:
     for vm in plan["vms"]:
         decision = vm.get("policy") or {}
         blockers = ", ".join(b["kind"] for b in vm["blockers"]) or "-"
-        rows.append([vm["facts"]["name"], vm["facts"]["power_state"], decision.get("policy") or "(default)",
+        rows.append([vm["facts"]["name"], vm["facts"].get("provider", "vsphere"), vm["facts"]["power_state"],
+                     decision.get("policy") or "(default)",
                      " > ".join(decision.get("ladder") or []) or "nothing to do",
                      decision.get("required", ""), blockers, decision.get("summary", vm["status_reason"])])
     out = [f"Plan for {plan['dataset']}{' (recursive)' if plan['recursive'] else ''}: "
            f"{plan['summary']['vms']} VMs on {plan['summary']['datastores']} datastores",
-           table(["VM", "power", "policy", "ladder", "requires", "blockers", "why"], rows)]
+           table(["VM", "kind", "power", "policy", "ladder", "requires", "blockers", "why"], rows)]
     out += [f"warning: {w}" for w in plan["warnings"]]
     return "\n".join(out)
 
@@ -33,13 +34,14 @@ def report_table(report: dict[str, Any]) -> str:
     rows = []
     for vm in report["vms"]:
         quiesced = {True: "yes", False: "no", None: "-"}[vm.get("quiesced")]
-        rows.append([vm["name"], vm["policy"], vm["achieved"] or "-", vm["consistency"], vm["required"],
-                     "yes" if vm["compliant"] else "NO", quiesced, vm.get("undo") or "-",
-                     "; ".join(vm["reasons"][:2]) or "-"])
+        reasons = [vm["answer"]] if vm.get("answer") else []
+        rows.append([vm["name"], vm.get("provider", "vsphere"), vm["policy"], vm["achieved"] or "-",
+                     vm["consistency"], vm["required"], "yes" if vm["compliant"] else "NO", quiesced,
+                     vm.get("undo") or "-", "; ".join([*reasons, *vm["reasons"]][:2]) or "-"])
     head = (f"Run {report['run_id']} on {report['dataset']}: snapshot {report.get('snapshot') or '-'}, "
             f"vmsynced={'Y' if report['vmsynced'] else 'N'}, begin {report['begin_seconds']:.2f} s")
-    out = [head, table(["VM", "policy", "achieved", "consistency", "requires", "ok", "quiesced", "undo",
-                        "reasons"], rows)]
+    out = [head, table(["VM", "kind", "policy", "achieved", "consistency", "requires", "ok", "quiesced",
+                        "undo", "reasons"], rows)]
     out += [f"endpoint {e}: {msg}" for e, msg in report.get("endpoint_errors", {}).items()]
     out += [f"left for reconcile: {x}" for x in report.get("leftovers", ())]
     return "\n".join(out)

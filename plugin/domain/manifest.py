@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .model import Consistency, Strategy
+from .model import Consistency, Provider, Strategy
 
 
 @dataclasses.dataclass
@@ -62,6 +62,8 @@ class VmOutcome:
     lifetime_s: float | None = None
     undo: str | None = None          # removed | remove_failed | powered_on | still_running | power_on_failed
     consolidation_needed: bool | None = None
+    provider: Provider = Provider.VSPHERE
+    answer: str | None = None        # what the hypervisor answered when the strategy worked
 
     @property
     def compliant(self) -> bool:
@@ -84,6 +86,7 @@ class VmOutcome:
             "snapshot_name": self.snapshot_name, "snapshot_moref": self.snapshot_moref,
             "create_latency_s": _round(self.create_latency_s), "lifetime_s": _round(self.lifetime_s),
             "undo": self.undo, "consolidation_needed": self.consolidation_needed,
+            "provider": self.provider.value, "answer": self.answer,
         }
 
     @staticmethod
@@ -100,7 +103,8 @@ class VmOutcome:
             attempts=[Attempt.from_dict(a) for a in d.get("attempts", ())],
             snapshot_name=d.get("snapshot_name"), snapshot_moref=d.get("snapshot_moref"),
             create_latency_s=d.get("create_latency_s"), lifetime_s=d.get("lifetime_s"),
-            undo=d.get("undo"), consolidation_needed=d.get("consolidation_needed"))
+            undo=d.get("undo"), consolidation_needed=d.get("consolidation_needed"),
+            provider=Provider(d.get("provider", Provider.VSPHERE)), answer=d.get("answer"))
 
 
 def _round(value: float | None) -> float | None:

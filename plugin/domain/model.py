@@ -3,7 +3,9 @@
 Everything here is immutable and free of I/O: adapters build these from what vSphere and
 ZFS report, the domain layer (selection, policy) decides from them, and the engine acts.
 Managed objects are referred to by their moref value (``"vm-42"``) qualified by the
-endpoint they came from, never by live pyVmomi objects.
+endpoint they came from, never by live pyVmomi objects. A libvirt guest is a VM too: its
+"moref" is the domain's UUID, its disks are host paths (``/mnt/tank/vm/disk.img``,
+``/dev/zvol/tank/vm/disk0``) instead of ``[datastore] path``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ class Strategy(enum.StrEnum):
     POWER_OFF = "power_off"
     SUSPEND = "suspend"
     EXCLUDE = "exclude"
+    FSFREEZE = "fsfreeze"
+    PAUSE = "pause"
+
+
+class Provider(enum.StrEnum):
+    """Which kind of hypervisor reports a VM: what its strategies can ask of it."""
+
+    VSPHERE = "vsphere"
+    LIBVIRT = "libvirt"
 
 
 class Consistency(enum.StrEnum):
@@ -29,7 +40,8 @@ class Consistency(enum.StrEnum):
     ``EXCLUDED`` means "not looked at by request"; ``CRASH`` means the image on disk at the
     instant of the ZFS snapshot; ``MEMORY`` a VMware snapshot with memory state (not
     quiesced); ``QUIESCED`` a snapshot taken with the guest's file systems or applications
-    quiesced; ``POWERED_OFF`` a VM that was shut down (or suspended) around the snapshot.
+    quiesced (VMware Tools, or a libvirt guest's file systems frozen by its agent);
+    ``POWERED_OFF`` a VM that was shut down (or suspended) around the snapshot.
     """
 
     EXCLUDED = "excluded"
@@ -56,6 +68,7 @@ class PowerState(enum.StrEnum):
     ON = "poweredOn"
     OFF = "poweredOff"
     SUSPENDED = "suspended"
+    PAUSED = "paused"    # a libvirt guest whose vCPUs are stopped (its agent cannot answer)
 
 
 class BlockerKind(enum.StrEnum):
@@ -79,6 +92,11 @@ class BlockerKind(enum.StrEnum):
     NO_MEMORY_CAPABILITY = "no_memory_capability"
     CONSOLIDATION_NEEDED = "consolidation_needed"
     DEEP_SNAPSHOT_CHAIN = "deep_snapshot_chain"
+    # libvirt guests: what keeps the guest agent from freezing the guest's file systems
+    NO_AGENT_CHANNEL = "no_agent_channel"            # no org.qemu.guest_agent.0 channel
+    AGENT_NOT_ANSWERING = "agent_not_answering"      # not connected, or no answer in time
+    AGENT_REFUSES_FREEZE = "agent_refuses_freeze"    # its freeze commands are disabled
+    GUEST_PAUSED = "guest_paused"                    # paused by someone else: nothing can run
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,13 @@ class VmFacts:
     devices: tuple[DeviceFacts, ...] = ()
     snapshots: tuple[SnapshotFacts, ...] = ()
     custom_attributes: tuple[tuple[str, str], ...] = ()  # (key name, value), sorted
+    provider: Provider = Provider.VSPHERE
+    # libvirt guests: the agent as the inventory found it (answering | no_channel | not_connected
+    # | not_answering | freeze_disabled | already_frozen), why, and what it would freeze
+    # ("/data (ext4 on vda)")
+    agent: str | None = None
+    agent_detail: str = ""
+    guest_filesystems: tuple[str, ...] = ()
 
     @property
     def identity(self) -> tuple[str, str]:

@@ -22,12 +22,13 @@ from typing import Any
 
 from truenas_vmware_coord import schemas
 from truenas_vmware_coord.domain.errors import FieldError, InvalidInput
-from truenas_vmware_coord.domain.model import BlockerKind, Consistency, Strategy
+from truenas_vmware_coord.domain.model import BlockerKind, Consistency, Provider, Strategy
 from truenas_vmware_coord.domain.patterns import glob_problem, regex_problem
 from truenas_vmware_coord.domain.strategies import STRATEGIES
 from truenas_vmware_coord.domain.strategies.options import LadderOptions, VssContext
 
-__all__ = ["DEFAULT_LADDER", "CustomAttributeMatch", "Ladder", "LadderOptions", "MatchConditions", "Policy",
+__all__ = ["DEFAULT_LADDER", "DEFAULT_LIBVIRT_LADDER",
+           "CustomAttributeMatch", "Ladder", "LadderOptions", "MatchConditions", "Policy",
            "Scope", "VssContext", "ladder_to_dict", "options_to_dict", "parse_ladder", "parse_policy",
            "policy_to_dict"]
 
@@ -58,6 +59,7 @@ class Ladder:
 
 
 DEFAULT_LADDER = Ladder(rungs=(Strategy.QUIESCE, Strategy.CRASH))
+DEFAULT_LIBVIRT_LADDER = Ladder(rungs=(Strategy.FSFREEZE, Strategy.CRASH))
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class MatchConditions:
     custom_attribute: CustomAttributeMatch | None = None
     guest_family: str | None = None
     has_blocker: tuple[BlockerKind, ...] = ()  # any one of them
+    provider: Provider | None = None
 
 
 @dataclass(frozen=True)
@@ -125,10 +128,15 @@ def parse_policy(document: Any, *, field: str = "policy") -> Policy:
     )
 
 
-def parse_ladder(document: Any, *, field: str = "default_policy") -> Ladder:
-    """The default policy of the engine settings: ``{"ladder": [...], "options", "requires"}``."""
+def parse_ladder(document: Any, *, field: str = "default_policy", provider: Provider | None = None) -> Ladder:
+    """A default policy of the engine settings: ``{"ladder": [...], "options", "requires"}``;
+    with ``provider``, the default of that kind of VM, so every rung must work on it."""
     schemas.validate("policy", document, field=field, definition="default_policy")
     errors = list(_ladder_problems(document, field))
+    for i, rung in enumerate(document["ladder"]):
+        if provider is not None and provider not in STRATEGIES[Strategy(rung)].providers:
+            errors.append(FieldError(f"{field}.ladder.{i}", f"'{rung}' does not work on {provider.value} "
+                                                             "VMs, whose default this is"))
     if errors:
         raise InvalidInput(errors)
     return _ladder_from(document)
@@ -178,6 +186,8 @@ def _match_to_dict(match: MatchConditions) -> dict[str, Any]:
         for k in ("name_glob", "name_regex", "moref", "instance_uuid", "folder_glob", "guest_family")
         if getattr(match, k) is not None
     }
+    if match.provider is not None:
+        out["provider"] = match.provider.value
     if match.custom_attribute is not None:
         out["custom_attribute"] = {"key": match.custom_attribute.key, "value": match.custom_attribute.value}
     if match.has_blocker:
@@ -214,6 +224,7 @@ def _match_from(match: Mapping[str, Any]) -> MatchConditions:
         custom_attribute=CustomAttributeMatch(attr["key"], attr.get("value")) if attr else None,
         guest_family=match.get("guest_family"),
         has_blocker=tuple(BlockerKind(k) for k in match.get("has_blocker", ())),
+        provider=Provider(match["provider"]) if match.get("provider") else None,
     )
 
 

@@ -15,6 +15,12 @@ Decisions recorded here (also in ``schemas/policy.json``, which users read):
   than crash consistency, at the price of downtime. Which blocker rules out which strategy
   is each strategy's own ``pruned_by``.
 - When every rung is pruned, the ladder becomes ``crash`` and the summary says so plainly.
+- A rung for another kind of hypervisor (``quiesce`` for a libvirt guest, ``fsfreeze`` for a
+  VMware VM) is pruned with that reason, so one policy can list both providers' strategies.
+- A VM no policy matches gets the default ladder of its provider (``defaults``): VMware
+  VMs ``quiesce -> crash``, libvirt guests ``fsfreeze -> crash``.
+- A libvirt guest someone else paused is treated as running (it is not off: its disks are
+  only crash-consistent), and its blocker prunes every strategy that would act on it.
 """
 
 from __future__ import annotations
@@ -23,9 +29,17 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .model import Blocker, BlockerKind, Consistency, PowerState, Strategy, VmFacts
+from .model import Blocker, BlockerKind, Consistency, PowerState, Provider, Strategy, VmFacts
 from .patterns import glob_matches, regex_matches
-from .policy import DEFAULT_LADDER, CustomAttributeMatch, Ladder, LadderOptions, Policy, options_to_dict
+from .policy import (
+    DEFAULT_LADDER,
+    DEFAULT_LIBVIRT_LADDER,
+    CustomAttributeMatch,
+    Ladder,
+    LadderOptions,
+    Policy,
+    options_to_dict,
+)
 from .strategies import STRATEGIES
 
 # --- matching --------------------------------------------------------------------------------
@@ -51,6 +65,7 @@ def policy_matches(
         m.folder_glob is None or glob_matches(m.folder_glob, vm.folder_path),
         m.custom_attribute is None or _attribute_holds(m.custom_attribute, attrs),
         m.guest_family is None or m.guest_family == (vm.guest_family or "").lower(),
+        m.provider is None or m.provider is vm.provider,
         not m.has_blocker or any(b.kind in m.has_blocker for b in blockers),
     )
     return all(checks)
@@ -95,7 +110,12 @@ _KIND_WORDS: Mapping[BlockerKind, str] = {
     BlockerKind.NO_MEMORY_CAPABILITY: "VMware reports memory snapshots unsupported",
     BlockerKind.CONSOLIDATION_NEEDED: "disks need consolidation",
     BlockerKind.DEEP_SNAPSHOT_CHAIN: "snapshot chain too deep",
+    BlockerKind.NO_AGENT_CHANNEL: "no guest agent channel",
+    BlockerKind.AGENT_NOT_ANSWERING: "guest agent not answering",
+    BlockerKind.AGENT_REFUSES_FREEZE: "guest agent refuses to freeze",
+    BlockerKind.GUEST_PAUSED: "guest paused",
 }
+_PROVIDER_WORDS: Mapping[Provider, str] = {Provider.VSPHERE: "VMware VMs", Provider.LIBVIRT: "libvirt guests"}
 
 @dataclass(frozen=True)
 class PrunedRung:
@@ -156,13 +176,16 @@ def resolve(
     default: Ladder = DEFAULT_LADDER,
     *,
     mapping_ids: Collection[str] = (),
+    defaults: Mapping[Provider, Ladder] | None = None,
 ) -> Resolution:
     """Decide what to try for ``vm``: pure and deterministic.
 
     ``mapping_ids`` are the mappings through which the VM was found (for mapping scopes).
+    ``default`` is the VMware VMs' default ladder, ``defaults`` the others' by provider.
     """
     policy = select_policy(vm, blockers, policies, mapping_ids=mapping_ids)
-    chosen = policy.ladder if policy is not None else default
+    fallback = {Provider.VSPHERE: default, Provider.LIBVIRT: DEFAULT_LIBVIRT_LADDER, **(defaults or {})}
+    chosen = policy.ladder if policy is not None else fallback[vm.provider]
     label = f"policy '{policy.name}'" if policy is not None else "default policy"
     rungs = chosen.rungs
     pruned: list[PrunedRung] = []
@@ -170,12 +193,12 @@ def resolve(
 
     if rungs == (Strategy.EXCLUDE,):
         ladder, expected, summary = rungs, Consistency.EXCLUDED, f"excluded ({label})"
-    elif vm.power_state is not PowerState.ON:
+    elif vm.power_state not in (PowerState.ON, PowerState.PAUSED):
         ladder, expected = (), Consistency.POWERED_OFF
         state = "suspended" if vm.power_state is PowerState.SUSPENDED else "powered off"
         summary = f"{state}: its disks are consistent as they are, nothing to do ({label})"
     else:
-        pruned = [p for p in (_prune(r, blockers, label) for r in rungs) if p is not None]
+        pruned = [p for p in (_prune(r, vm.provider, blockers, label) for r in rungs) if p is not None]
         gone = {p.rung for p in pruned}
         ladder = tuple(r for r in rungs if r not in gone) or (Strategy.CRASH,)
         expected = STRATEGIES[ladder[0]].yields
@@ -202,8 +225,13 @@ def resolve(
     )
 
 
-def _prune(rung: Strategy, blockers: Sequence[Blocker], label: str) -> PrunedRung | None:
-    why = STRATEGIES[rung].pruned_by
+def _prune(rung: Strategy, provider: Provider, blockers: Sequence[Blocker], label: str) -> PrunedRung | None:
+    module = STRATEGIES[rung]
+    if provider not in module.providers:
+        only = " and ".join(_PROVIDER_WORDS[p] for p in sorted(module.providers))
+        return PrunedRung(rung, f"{rung.value} pruned: a strategy for {only}, and this is one of the "
+                                f"{_PROVIDER_WORDS[provider]} ({label})")
+    why = module.pruned_by
     causes = [why[b.kind].format(blocker=describe_blocker(b)) for b in blockers if b.kind in why]
     if not causes:
         return None

@@ -41,6 +41,7 @@ from .model import (
     Inventory,
     Mapping,
     PowerState,
+    Provider,
     SnapshotFacts,
     VmFacts,
 )
@@ -49,6 +50,7 @@ from .storage import (
     StorageFacts,
     StorageIndex,
     dataset_for_file,
+    dataset_for_host_path,
     index_storage,
     match_datastore,
 )
@@ -238,11 +240,12 @@ def _backing(
 
 @dataclass(frozen=True)
 class FileOnDataset:
-    """One VM file placed on a datastore of this NAS, and the datasets holding it."""
+    """One VM file placed on a datastore of this NAS (or, for a libvirt guest, a disk the
+    host opens on one of its datasets or zvols), and the datasets holding it."""
 
-    path: str                  # "[ds] dir/file"
+    path: str                  # "[ds] dir/file", or a host path for a libvirt guest
     source: str                # "disk" | "vmx" | "layout" | "datastore" (no file list known)
-    datastore: str             # datastore moref
+    datastore: str | None      # datastore moref; None for a libvirt guest's disk
     datasets: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -273,10 +276,22 @@ def _vm_file_refs(vm: VmFacts) -> Iterator[tuple[str, str, str | None]]:
             yield path, source, moref
 
 
+def guest_disks_on_nas(vm: VmFacts, index: StorageIndex) -> tuple[FileOnDataset, ...]:
+    """Every disk of a libvirt guest that the host opens on a dataset or zvol of this NAS."""
+    out = []
+    for disk in vm.disks:
+        dataset = dataset_for_host_path(index, disk.file) if disk.file.startswith("/") else None
+        if dataset is not None:
+            out.append(FileOnDataset(disk.file, "disk", None, (dataset,)))
+    return tuple(out)
+
+
 def vm_files_on_nas(
     vm: VmFacts, view: EndpointDatastores, index: StorageIndex
 ) -> tuple[FileOnDataset, ...]:
     """Every file of ``vm`` that is on a datastore backed by a dataset of this NAS."""
+    if vm.provider is Provider.LIBVIRT:
+        return guest_disks_on_nas(vm, index)
     out: list[FileOnDataset] = []
     own = frozenset(vm.datastores)
     any_file = False
@@ -423,11 +438,40 @@ def _device_blocker(kind: str, label: str, detail: str) -> Blocker | None:
     return None
 
 
+# A libvirt guest's agent as the inventory found it -> what that blocks, in plain words.
+_AGENT_BLOCKERS = {
+    "no_channel": (BlockerKind.NO_AGENT_CHANNEL,
+                   "the guest has no guest agent channel (org.qemu.guest_agent.0)"),
+    "not_connected": (BlockerKind.AGENT_NOT_ANSWERING,
+                      "the guest agent is not connected (is qemu-guest-agent running in the guest?)"),
+    "not_answering": (BlockerKind.AGENT_NOT_ANSWERING, "the guest agent did not answer"),
+    "already_frozen": (BlockerKind.AGENT_REFUSES_FREEZE,
+                       "the guest's file systems are frozen already (by another tool, or by a run of "
+                       "this product that reconcile has not finished yet)"),
+    "freeze_disabled": (BlockerKind.AGENT_REFUSES_FREEZE,
+                        "the guest agent has disabled its freeze commands (a Windows agent without "
+                        "the QEMU VSS provider, or an agent started with them blocked)"),
+}
+
+
+def _guest_blockers(vm: VmFacts) -> Iterator[Blocker]:
+    if vm.power_state is PowerState.PAUSED:
+        yield Blocker(BlockerKind.GUEST_PAUSED, "the guest is paused (not by this product): its agent "
+                                                "cannot run, and it is resumed by whoever paused it")
+        return
+    found = _AGENT_BLOCKERS.get(vm.agent or "")
+    if found is not None:
+        kind, words = found
+        yield Blocker(kind, f"{words}: {vm.agent_detail}" if vm.agent_detail else words)
+
+
 def find_blockers(
     vm: VmFacts, *, now: float, settings: SelectionSettings = DEFAULT_SETTINGS
 ) -> tuple[Blocker, ...]:
     """Every fact that limits how a *running* VM can be made consistent, with readable detail."""
     out = [b for d in vm.devices if (b := _device_blocker(d.kind, d.label, d.detail))]
+    if vm.provider is Provider.LIBVIRT:
+        return (*out, *_guest_blockers(vm))
     if vm.fault_tolerance_state not in ("", "notConfigured"):
         out.append(Blocker(BlockerKind.FAULT_TOLERANCE,
                            f"Fault Tolerance is configured (state {vm.fault_tolerance_state})"))
@@ -494,7 +538,10 @@ def classify_vm(
         reason = "suspended: its memory and disks are already saved consistently"
     else:
         status, blockers = VmStatus.NEEDS_ACTION, find_blockers(vm, now=now, settings=settings)
-        reason = "powered on: needs a VMware snapshot or another strategy"
+        reason = ("paused: its disks are only crash-consistent" if vm.power_state is PowerState.PAUSED
+                  else "running: needs its file systems frozen or another strategy"
+                  if vm.provider is Provider.LIBVIRT
+                  else "powered on: needs a VMware snapshot or another strategy")
         if blockers:
             kinds = sorted({b.kind.value for b in blockers})
             reason += f"; limited by {', '.join(kinds)}"
@@ -698,7 +745,8 @@ def _plan_vm(
         view = views[report.endpoint_id]
         for f in files_of[(report.endpoint_id, report.moref)]:
             files.setdefault(f.path, f)
-            mapping_ids.update(view.backing[f.datastore].mapping_ids)
+            if f.datastore is not None:
+                mapping_ids.update(view.backing[f.datastore].mapping_ids)
     held = {d for f in files.values() for d in f.datasets}
     inside = tuple(sorted(d for d in held if scope.contains(d)))
     if not inside:

@@ -165,6 +165,21 @@ def dataset_for_path(index: StorageIndex, path: str) -> str | None:
         p = posixpath.dirname(p)
 
 
+ZVOL_DIR = "/dev/zvol/"
+
+
+def dataset_for_host_path(index: StorageIndex, path: str) -> str | None:
+    """The dataset or zvol holding a libvirt guest's disk, from the host path it opens.
+
+    ``/dev/zvol/<pool>/<name>`` is the zvol ``<pool>/<name>`` itself (udev writes a space in a
+    zvol's name as ``+``: TS-25.10.6 ``plugins/zfs_/utils.py:94-98``); any other path is a
+    file on the dataset with the deepest mountpoint containing it."""
+    normalized = normalize_path(path)
+    if normalized.startswith(ZVOL_DIR):
+        return normalized[len(ZVOL_DIR):].replace("+", " ") or None
+    return dataset_for_path(index, normalized)
+
+
 def dataset_for_file(match: DatastoreMatch, index: StorageIndex, relative: str) -> tuple[str, ...]:
     """The datasets holding a file at ``relative`` (the part after ``[name] ``) on a datastore.
 

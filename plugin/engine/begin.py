@@ -24,7 +24,7 @@ from ..domain.model import Consistency, Strategy
 from ..domain.resolution import Resolution
 from ..domain.selection import VmPlan
 from ..domain.strategies import STRATEGIES
-from ..domain.strategies.base import ActionKind, StrategyModule
+from ..domain.strategies.base import ActionKind, Step, StrategyModule, Verdict
 from .calls import bounded
 from .context import RunContext, snapshot_name
 from .journal import ActionState, JournalError
@@ -110,7 +110,7 @@ def _begin(parts: Parts, run: _Run, context: RunContext) -> None:
             instance_uuid=vp.facts.instance_uuid, host=vp.facts.host,
             datastores=list(vp.facts.datastores), mapping_ids=list(vp.mapping_ids),
             policy=res.policy_label, ladder=list(res.ladder), required=res.required,
-            reasons=[*(p.reason for p in res.pruned), *res.notes])
+            reasons=[*(p.reason for p in res.pruned), *res.notes], provider=vp.facts.provider)
         context.vms.append(outcome)
         if not res.ladder:
             outcome.consistency = Consistency.POWERED_OFF
@@ -154,6 +154,7 @@ def _walk_ladder(parts: Parts, run: _Run, hv: Hypervisor, slots: Slots, vp: VmPl
     attempts: list[Attempt] = []
     achieved: StrategyModule | None = None
     made: tuple[str, str, float] | None = None
+    answer: Step | None = None
     try:
         with slots.hold(vp.facts.host, vp.facts.datastores, deadline):
             for rung in res.ladder:
@@ -164,7 +165,7 @@ def _walk_ladder(parts: Parts, run: _Run, hv: Hypervisor, slots: Slots, vp: VmPl
                 if run.stop.is_set() or time.monotonic() >= deadline:
                     attempts.append(Attempt(rung, "skipped", message="deadline reached"))
                     continue
-                attempt, made = _attempt(parts, run, hv, vp, res, module, deadline)
+                attempt, made, answer = _attempt(parts, run, hv, vp, res, module, deadline)
                 attempts.append(attempt)
                 if attempt.result == "ok":
                     achieved = module
@@ -179,12 +180,15 @@ def _walk_ladder(parts: Parts, run: _Run, hv: Hypervisor, slots: Slots, vp: VmPl
             return  # begin already reported this VM; the journal holds the rest
         outcome.attempts = attempts
         _settle(outcome, res, achieved, attempts, made)
+        if achieved is not None and answer is not None:
+            _judge(outcome, achieved, answer)
     parts.progress(f"{outcome.name}: {outcome.consistency.value}", outcome)
 
 
 def _attempt(parts: Parts, run: _Run, hv: Hypervisor, vp: VmPlan, res: Resolution, module: StrategyModule,
-             deadline: float) -> tuple[Attempt, tuple[str, str, float] | None]:
-    """One rung: journaled before the strategy acts, updated as it ended."""
+             deadline: float) -> tuple[Attempt, tuple[str, str, float] | None, Step | None]:
+    """One rung: journaled before the strategy acts, updated as it ended. Returns the attempt,
+    the snapshot it made (name, id, latency) and, when it worked, the hypervisor's answer."""
     assert module.action is not None
     name = snapshot_name(run.run_id) if module.action is ActionKind.SNAPSHOT else None
     action = parts.journal.intent(run.run_id, vp.facts.endpoint_id, vp.facts.moref, vp.facts.name,
@@ -204,8 +208,8 @@ def _attempt(parts: Parts, run: _Run, hv: Hypervisor, vp: VmPlan, res: Resolutio
         log.error("run %s: VM %s: %s", run.run_id, vp.facts.name, exc)
     if step.ok:
         made = (name, str(step.result), latency) if name is not None else None
-        return Attempt(module.name, "ok", latency_s=latency), made
-    return Attempt(module.name, step.state, step.fault_type, step.message, latency), None
+        return Attempt(module.name, "ok", latency_s=latency), made, step
+    return Attempt(module.name, step.state, step.fault_type, step.message, latency), None, None
 
 
 def _settle(outcome: VmOutcome, res: Resolution, achieved: StrategyModule | None, attempts: list[Attempt],
@@ -230,6 +234,21 @@ def _settle(outcome: VmOutcome, res: Resolution, achieved: StrategyModule | None
                                    f"possible ({res.policy_label})")
 
 
+def _judge(outcome: VmOutcome, module: StrategyModule, step: Step) -> None:
+    """What the hypervisor answered, read back at once (a guest agent that froze nothing)."""
+    outcome.answer = module.answered(step)
+    verdict = module.judge(step)
+    if verdict is not None:
+        _apply_verdict(outcome, verdict)
+
+
+def _apply_verdict(outcome: VmOutcome, verdict: Verdict) -> None:
+    if verdict.attempt_result and outcome.attempts:
+        outcome.attempts[-1].result = verdict.attempt_result
+    outcome.consistency = verdict.consistency
+    outcome.reasons.append(verdict.reason)
+
+
 def _read_back(run: _Run, sessions: dict[str, Hypervisor], outcomes: list[VmOutcome]) -> None:
     """Ask VMware what it really did: a quiesce it silently ignored is not a quiesce."""
     by_endpoint: dict[str, list[VmOutcome]] = defaultdict(list)
@@ -248,9 +267,5 @@ def _read_back(run: _Run, sessions: dict[str, Hypervisor], outcomes: list[VmOutc
             snap = next((s for s in (state.snapshots if state else ()) if s.moref == o.snapshot_moref), None)
             o.quiesced = snap.quiesced if snap else None
             verdict = STRATEGIES[o.achieved].verify(snap) if o.achieved is not None else None
-            if verdict is None:
-                continue
-            if verdict.attempt_result and o.attempts:
-                o.attempts[-1].result = verdict.attempt_result
-            o.consistency = verdict.consistency
-            o.reasons.append(verdict.reason)
+            if verdict is not None:
+                _apply_verdict(o, verdict)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ..domain.model import Mapping
-from ..domain.policy import DEFAULT_LADDER, Ladder, Policy
+from ..domain.policy import DEFAULT_LADDER, DEFAULT_LIBVIRT_LADDER, Ladder, Policy
 from ..domain.selection import Plan
 from ..domain.storage import StorageFacts
 from . import begin as begin_phase
@@ -41,14 +41,18 @@ class Coordinator:
                  storage: Callable[[], StorageFacts], policies: Sequence[Policy] = (),
                  default_ladder: Ladder = DEFAULT_LADDER, config: EngineConfig | None = None,
                  clock: Callable[[], float] = time.time, progress: Progress | None = None,
-                 sessions: SessionPool | None = None) -> None:
+                 sessions: SessionPool | None = None, libvirt_default_ladder: Ladder = DEFAULT_LIBVIRT_LADDER,
+                 local_endpoints: Sequence[str] = ()) -> None:
         """``sessions``: where begin leaves its sessions for end; pass one that outlives this
-        coordinator when begin and end arrive as separate calls of one process (TrueNAS)."""
+        coordinator when begin and end arrive as separate calls of one process (TrueNAS).
+        ``local_endpoints``: the connector's endpoints whose guests are found by where their
+        disks are (libvirt), looked at for every plan whatever the mappings say."""
         self.parts = Parts(connector=connector, journal=journal, mappings=list(mappings), storage=storage,
                            policies=list(policies), default_ladder=default_ladder,
                            config=config or EngineConfig(),
                            clock=clock, progress=progress or (lambda message, outcome: None),
-                           sessions=sessions or SessionPool())
+                           sessions=sessions or SessionPool(), libvirt_default_ladder=libvirt_default_ladder,
+                           local_endpoints=tuple(local_endpoints))
 
     @property
     def journal(self) -> Journal:

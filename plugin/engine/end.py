@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..domain.strategies import STRATEGIES
-from ..domain.strategies.base import ActionKind
+from ..domain.strategies.base import ActionKind, Verdict
 from .context import RunContext
 from .journal import ActionRecord, ActionState, JournalError
 from .limits import Slots, SlotTimeout
@@ -72,8 +72,9 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None,
         warnings.append(f"{exc}; undoing what the run's context knows (late operations of VMs past "
                         "the begin deadline are left to reconcile's marker sweep)")
         actions = _actions_from_context(context)
+    found_out: dict[tuple[str, str], Verdict] = {}
     try:
-        undone, consolidation, _unreachable = undo(parts, actions, sessions, deadline, placement)
+        undone, consolidation, _unreachable = undo(parts, actions, sessions, deadline, placement, found_out)
     finally:
         for hv in sessions.values():
             hv.close()
@@ -81,6 +82,10 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None,
         outcome = by_vm.get((action.endpoint_id, action.vm_moref))
         if outcome is not None:
             outcome.undo = word
+    for key, verdict in found_out.items():
+        if key in by_vm and by_vm[key].consistency.rank > verdict.consistency.rank:
+            by_vm[key].consistency = verdict.consistency
+            by_vm[key].reasons.append(verdict.reason)
     # Each snapshot's own life, from the journal: created (done) until removed (closed).
     for action in _best_effort(warnings, parts.journal.actions, context.run_id) or ():
         outcome = by_vm.get((action.endpoint_id, action.vm_moref))
@@ -149,10 +154,12 @@ def _record(parts: Parts, action: ActionRecord, state: ActionState, **fields: An
 
 
 def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervisor], deadline: float,
-         placement: Placement | None = None) -> tuple[Undone, dict[tuple[str, str], bool], set[str]]:
+         placement: Placement | None = None, found_out: dict[tuple[str, str], Verdict] | None = None
+         ) -> tuple[Undone, dict[tuple[str, str], bool], set[str]]:
     """Undo each action, journaling each step; then ask VMware, once per endpoint, whether
     the VMs whose snapshots were removed need consolidation. Also returns the endpoints no
-    session could be opened to."""
+    session could be opened to. ``found_out`` receives, per VM, what an undo found out about
+    the run's result (a guest no longer frozen at its thaw)."""
     if not actions:
         return [], {}, set()
     unreachable: set[str] = set()
@@ -180,7 +187,8 @@ def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervis
             items, unsettled = _settle_in_doubt(parts, hv, items)
             results += [_left_open(parts, a, why, IN_DOUBT) for a, why in unsettled]
             futures |= {pool.submit(_undo_within_limits, parts, hv, a, deadline, slots,
-                                    placement.get((a.endpoint_id, a.vm_moref), (None, ()))): a
+                                    placement.get((a.endpoint_id, a.vm_moref), (None, ())),
+                                    {} if found_out is None else found_out): a
                         for a in items}
         for future in concurrent.futures.as_completed(futures):
             try:
@@ -205,13 +213,16 @@ def _left_open(parts: Parts, action: ActionRecord, error: str, word: str | None 
 
 
 def _undo_within_limits(parts: Parts, hv: Hypervisor, action: ActionRecord, deadline: float, slots: Slots,
-                        where: tuple[str | None, tuple[str, ...]]) -> tuple[ActionRecord, str]:
+                        where: tuple[str | None, tuple[str, ...]],
+                        found_out: dict[tuple[str, str], Verdict]) -> tuple[ActionRecord, str]:
     try:
         with slots.hold(where[0], where[1], deadline):
             module = STRATEGIES[action.strategy]
             undone = module.undo(UndoVmOperations(hv, action.vm_moref, deadline), action.snapshot_moref)
     except SlotTimeout as exc:
         return _left_open(parts, action, str(exc))
+    if undone.verdict is not None:
+        found_out[(action.endpoint_id, action.vm_moref)] = undone.verdict
     if undone.closed:
         _record(parts, action, ActionState.CLOSED)
     else:

@@ -10,7 +10,7 @@ from ..domain.model import PowerState
 from ..domain.strategies.base import Step
 from ..domain.strategies.options import VssContext
 from .calls import call_and_wait
-from .ports import Hypervisor, SnapshotRequest, describe
+from .ports import Hypervisor, SnapshotRequest, describe, guests
 
 
 class VmOperations:
@@ -48,6 +48,12 @@ class VmOperations:
     def suspend(self) -> Step:
         return call_and_wait(self._hv, lambda: self._hv.start_suspend(self._vm), self._deadline)
 
+    def freeze(self) -> Step:
+        return call_and_wait(self._hv, lambda: guests(self._hv).start_freeze(self._vm), self._deadline)
+
+    def pause(self) -> Step:
+        return call_and_wait(self._hv, lambda: guests(self._hv).start_pause(self._vm), self._deadline)
+
 
 class UndoVmOperations:
     """For undoing one journaled action of one VM in end or reconcile."""
@@ -78,3 +84,9 @@ class UndoVmOperations:
 
     def power_on(self) -> Step:
         return call_and_wait(self._hv, lambda: self._hv.start_power_on(self._vm), self._deadline)
+
+    def thaw(self) -> Step:
+        return call_and_wait(self._hv, lambda: guests(self._hv).start_thaw(self._vm), self._deadline)
+
+    def resume(self) -> Step:
+        return call_and_wait(self._hv, lambda: guests(self._hv).start_resume(self._vm), self._deadline)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from ..domain.manifest import VmOutcome
 from ..domain.model import Mapping
-from ..domain.policy import Ladder, Policy
+from ..domain.policy import DEFAULT_LIBVIRT_LADDER, Ladder, Policy
 from ..domain.storage import StorageFacts
 from .config import EngineConfig
 from .journal import Journal
@@ -29,3 +29,7 @@ class Parts:
     clock: Callable[[], float]
     progress: Progress
     sessions: SessionPool
+    libvirt_default_ladder: Ladder = DEFAULT_LIBVIRT_LADDER
+    # Endpoints looked at for every plan, their VMs placed by the host paths of their disks
+    # (libvirt on this host), not found through a datastore mapping.
+    local_endpoints: Sequence[str] = ()

@@ -7,7 +7,7 @@ import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 
-from ..domain.model import Inventory
+from ..domain.model import Inventory, Provider
 from ..domain.policy import Policy
 from ..domain.resolution import resolve
 from ..domain.selection import Plan, Scope, build_plan, scope_mappings
@@ -16,8 +16,9 @@ from .sessions import connect_all
 
 
 def endpoints_for(parts: Parts, dataset: str, recursive: bool, exclude: Iterable[str]) -> list[str]:
+    """The endpoints a plan reads: those of the mappings in scope, and every local one."""
     scope = Scope(dataset, recursive, tuple(sorted(set(exclude))))
-    return sorted({m.endpoint_id for m in scope_mappings(parts.mappings, scope)})
+    return sorted({m.endpoint_id for m in scope_mappings(parts.mappings, scope)} | set(parts.local_endpoints))
 
 
 def resolved_plan(parts: Parts, dataset: str, recursive: bool, exclude: Iterable[str],
@@ -26,8 +27,10 @@ def resolved_plan(parts: Parts, dataset: str, recursive: bool, exclude: Iterable
     plan = build_plan(dataset, inventories=inventories, mappings=parts.mappings, storage=parts.storage(),
                       now=parts.clock(), recursive=recursive, exclude=exclude)
     rules = [p for p in policies if p.enabled] if policies is not None else parts.policies
+    defaults = {Provider.LIBVIRT: parts.libvirt_default_ladder}
     vms = tuple(dataclasses.replace(
-        v, policy=resolve(v.facts, v.blockers, rules, parts.default_ladder, mapping_ids=v.mapping_ids))
+        v, policy=resolve(v.facts, v.blockers, rules, parts.default_ladder, mapping_ids=v.mapping_ids,
+                          defaults=defaults))
         for v in plan.vms)
     return dataclasses.replace(plan, vms=vms)
 

@@ -1,7 +1,10 @@
 """What the engine needs from the outside world, in the product's words, and nothing more.
 
-The engine talks to these protocols only; pyVmomi (``vsphere/hypervisor.py``) and the
-``zfs`` command (``zfs/``) implement them, and ``tests/fakes`` has an in-memory hypervisor.
+The engine talks to these protocols only; pyVmomi (``vsphere/hypervisor.py``), libvirt
+(``libvirt/hypervisor.py``) and the ``zfs`` command (``zfs/``) implement them, and
+``tests/unit/fake_hypervisor.py`` has an in-memory hypervisor. A hypervisor whose VMs run a
+guest agent (libvirt) also offers ``Guests``: freezing and thawing a guest's file systems,
+pausing and resuming it.
 Adapters translate every failure into one of the typed failures below, so the engine never
 sees a pyVmomi fault, a socket error or a vSphere type name. Keeping the surface this
 small is what lets the same transaction run from middlewared, the command line and hooks
@@ -138,6 +141,33 @@ class Hypervisor(Protocol):
     def cancel(self, handle: TaskHandle) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Guests(Protocol):
+    """What an endpoint whose guests run an agent offers besides ``Hypervisor`` (libvirt).
+
+    Each is a task like the others (``Hypervisor.wait``): a freeze whose answer is lost may
+    still freeze the guest, so the engine treats it as every create that got no answer."""
+
+    def start_freeze(self, vm_moref: str) -> TaskHandle:
+        """Freeze the guest's file systems through its agent; the result is how many it froze."""
+        ...
+
+    def start_thaw(self, vm_moref: str) -> TaskHandle:
+        """Thaw them; the result is how many it thawed (0: nothing was frozen)."""
+        ...
+
+    def start_pause(self, vm_moref: str) -> TaskHandle: ...
+
+    def start_resume(self, vm_moref: str) -> TaskHandle: ...
+
+
+def guests(hv: Hypervisor) -> Guests:
+    """``hv`` as a ``Guests``; ``Refused`` when its endpoint has no guest agents (VMware)."""
+    if not all(callable(getattr(hv, m, None)) for m in ("start_freeze", "start_thaw", "start_pause",
+                                                        "start_resume")):
+        raise Refused(f"endpoint {hv.endpoint_id} does not freeze or pause guests")
+    return hv  # type: ignore[return-value]
 
 
 class Connector(Protocol):

@@ -1,5 +1,6 @@
-"""Opening every endpoint of a run at once, and keeping a run's sessions from its begin to
-its end when both happen in one process (the TrueNAS hooks arrive as separate calls)."""
+"""Opening every endpoint of a run at once, keeping a run's sessions from its begin to its
+end when both happen in one process (the TrueNAS hooks arrive as separate calls), and one
+connector over several kinds of hypervisor."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Iterable
 
 from ..domain.model import Inventory
-from .ports import Connector, Hypervisor, describe
+from .ports import Connector, Hypervisor, Unavailable, describe
 
 
 class SessionPool:
@@ -26,6 +27,23 @@ class SessionPool:
     def take(self, run_id: str) -> dict[str, Hypervisor]:
         with self._lock:
             return self._by_run.pop(run_id, {})
+
+
+class Connectors:
+    """Several connectors (VMware, libvirt) as one: each endpoint id is opened by the one
+    that lists it."""
+
+    def __init__(self, *connectors: Connector) -> None:
+        self._connectors = connectors
+
+    def endpoint_ids(self) -> list[str]:
+        return sorted({e for c in self._connectors for e in c.endpoint_ids()})
+
+    def open(self, endpoint_id: str) -> Hypervisor:
+        for connector in self._connectors:
+            if endpoint_id in connector.endpoint_ids():
+                return connector.open(endpoint_id)
+        raise Unavailable(f"no endpoint {endpoint_id} is configured")
 
 
 def connect_all(connector: Connector, endpoint_ids: Iterable[str], deadline: float

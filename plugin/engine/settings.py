@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import schemas
 from ..domain.errors import InvalidInput
+from ..domain.model import Provider
 from ..domain.policy import Ladder, parse_ladder
 from .config import EngineConfig
 from .limits import Limits
@@ -20,7 +21,8 @@ from .limits import Limits
 @dataclasses.dataclass(frozen=True)
 class Settings:
     engine: EngineConfig
-    default_ladder: Ladder
+    default_ladder: Ladder                # VMware VMs no policy matches
+    libvirt_default_ladder: Ladder        # libvirt guests no policy matches
     journal_path: str
     reconcile_interval_s: float
 
@@ -46,6 +48,10 @@ def parse_settings(document: dict[str, Any] | None, *, field: str = "engine") ->
         marker_max_age_s=float(doc["marker_max_age_seconds"]),
         retention_days=float(retention["days"]), retention_runs=int(retention["runs"]))
     return Settings(engine=engine,
-                    default_ladder=parse_ladder(doc["default_policy"], field=f"{field}.default_policy"),
+                    default_ladder=parse_ladder(doc["default_policy"], field=f"{field}.default_policy",
+                                                provider=Provider.VSPHERE),
+                    libvirt_default_ladder=parse_ladder(doc["default_libvirt_policy"],
+                                                        field=f"{field}.default_libvirt_policy",
+                                                        provider=Provider.LIBVIRT),
                     journal_path=doc["journal_path"],
                     reconcile_interval_s=float(doc["reconcile_interval_seconds"]))

@@ -9,7 +9,9 @@ as separate calls, so the sessions ``begin`` opened wait for ``end`` in the runt
 The journal lives on the system dataset (``systemdataset.config()['path']``), which
 survives reboots and, on HA systems, fails over with the pool. Snapshots are found and
 labelled through the ``zfs`` command (``snapshots.py`` says why); manual runs create them
-through ``pool.snapshot.create``, which every release has.
+through ``pool.snapshot.create``, which every release has. TrueNAS's own VMs are libvirt
+guests of every run when its libvirtd runs (``guests.py``): placed by their disks, frozen
+by their agents, and held back from the stock pause while a run holds them.
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ from ..app.snapshot import coordinated_snapshot, default_name
 from ..domain.selection import Scope, scope_mappings
 from ..engine.coordinator import Coordinator
 from ..engine.journal import Journal
-from ..engine.sessions import SessionPool
+from ..engine.ports import Connector
+from ..engine.sessions import Connectors, SessionPool
 from ..engine.settings import Settings, parse_settings
+from ..libvirt.settings import LibvirtSettings
 from ..store.policy_repo import with_draft
 from ..vsphere import privileges
 from ..vsphere.session import open_session
 from ..zfs.shell import LocalShell, Shell
-from . import alerts, facts, snapshots
+from . import alerts, facts, guests, snapshots
 from .policy_store import DatastorePolicyRepository
 from .trust import FirstUseConnector
 
@@ -72,8 +76,11 @@ def classic_alerts(call: Call) -> Callable[[alerts.AlertOp], None]:
 
 class Runtime:
     def __init__(self, call: Call, send_alert: Callable[[alerts.AlertOp], None] | None = None,
-                 shell: Shell | None = None) -> None:
+                 shell: Shell | None = None, local_guests: bool = True) -> None:
+        """``local_guests``: whether TrueNAS's own VMs may be coordinated (not when the stock
+        pause could not be told to leave them alone)."""
         self._call = call
+        self._local_guests = local_guests
         self._send_alert = send_alert or classic_alerts(call)
         self.shell = shell or LocalShell()
         self._lock = threading.Lock()
@@ -112,15 +119,24 @@ class Runtime:
             begin = min(engine.begin_deadline_s, HOOK_BEGIN_DEADLINE_S)
             engine = dataclasses.replace(engine, begin_deadline_s=begin,
                                          vm_deadline_s=min(engine.vm_deadline_s, begin))
-        connector = FirstUseConnector(topo.endpoints, topo.password_for, self.first_use(topo), topo.hosts,
-                                      pin=self.pin, notify=self._send_alert_safely)
+        connector: Connector = FirstUseConnector(topo.endpoints, topo.password_for, self.first_use(topo),
+                                                 topo.hosts, pin=self.pin, notify=self._send_alert_safely)
+        local = self.local()
+        if local is not None:
+            from ..libvirt.hypervisor import LibvirtConnector
+            connector = Connectors(connector, LibvirtConnector([local]))
         coordinator = Coordinator(
             connector=connector, journal=self.journal(),
             mappings=list(topo.mappings), storage=lambda: facts.storage_facts(self._call),
             policies=[p for p in DatastorePolicyRepository(self._call).list() if p.enabled],
             default_ladder=settings.default_ladder, config=engine, progress=progress,
-            sessions=self._sessions)
+            sessions=self._sessions, libvirt_default_ladder=settings.libvirt_default_ladder,
+            local_endpoints=[local.id] if local is not None else [])
         return coordinator, topo
+
+    def local(self) -> LibvirtSettings | None:
+        """TrueNAS's libvirt, when its guests are coordinated here."""
+        return guests.local_settings() if self._local_guests else None
 
     def _journal_unlocked(self) -> Journal:
         if self._journal is None:
@@ -188,8 +204,29 @@ class Runtime:
     # --- the hook path (zettarepl's observer, zfs.snapshot.create with vmware_sync) ---------
 
     def has_mappings(self, dataset: str, recursive: bool, exclude: list[str]) -> bool:
+        """Whether a snapshot of ``dataset`` has anything to coordinate: a VMware mapping in
+        scope, or a local guest with a disk there (a plan of the local guests only)."""
         scope = Scope(dataset, recursive, tuple(sorted(set(exclude))))
-        return bool(scope_mappings(self.topology().mappings, scope))
+        if scope_mappings(self.topology().mappings, scope):
+            return True
+        if self.local() is None:
+            return False
+        plan, _errors = self.coordinator()[0].plan(dataset, recursive, exclude)
+        return bool(plan.vms)
+
+    def left_to_stock(self, vm_ids: list[int | str]) -> list[int | str]:
+        """The VMs the stock pause (``vm.suspend_vms``, ``vm.resume_suspended_vms``) may touch:
+        all but those a live run holds. Unknown, all: the stock behaviour is never lost."""
+        local = self.local()
+        if local is None:
+            return list(vm_ids)
+        try:
+            held = guests.held_vm_ids(self.journal(), local.id)
+        except Exception:  # noqa: BLE001 - the journal unreadable: stock pauses as before
+            log.warning("which VMs the plugin holds could not be read; the stock pause goes on",
+                        exc_info=True)
+            return list(vm_ids)
+        return guests.left_to_stock(vm_ids, held)
 
     def begin(self, dataset: str, recursive: bool, exclude: list[str],
               hook: dict[str, Any]) -> dict[str, Any] | None:

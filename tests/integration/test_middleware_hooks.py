@@ -96,8 +96,10 @@ def test_periodic_task_through_the_observer(place: Place) -> None:
     tick = run_task(observer, task(place.mw, place.dataset))
     snap = name_of(tick.snapshot)
 
+    # (the local-VM pause is asked too, as the real observer does: no VM of TrueNAS's here)
     assert observer.client.calls == ["vmware.periodic_snapshot_task_begin",
                                      "vmware.periodic_snapshot_task_proceed",
+                                     "vm.periodic_snapshot_task_begin",
                                      "vmware.periodic_snapshot_task_end"]
     assert type(tick.final).__name__ == "PeriodicSnapshotTaskSuccess"
     assert tick.options.properties == {"freenas:vmsynced": "Y"}
@@ -169,7 +171,8 @@ def test_exclude_tasks_are_labelled_afterwards_and_blocked_activity_is_respected
     observer = Observer(place.mw)
     tick = run_task(observer, task(place.mw, place.dataset))
     assert tick.options.properties == {} and place.leftovers() == []
-    assert observer.client.calls[-1] == "vmware.periodic_snapshot_task_proceed"  # no context kept: no end
+    assert observer.client.calls[-2:] == ["vmware.periodic_snapshot_task_proceed",   # no context kept: no end
+                                          "vm.periodic_snapshot_task_begin"]
     plan = place.mw.midclt("vmware_coord.plan", json.dumps(place.dataset))
     assert plan["error"]["data"]["error"] == 64   # ENONET: NetworkActivityDisabled
 

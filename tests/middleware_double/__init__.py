@@ -12,6 +12,7 @@ truenas/middleware at TS-25.10.6 it mirrors:
 | middlewared.sqlalchemy           | datastore.py                   |
 | middlewared.alert.base           | alerts.py (27: alerts_typed.py) |
 | middlewared.plugins.vmware       | stock_vmware.py (shape only)   |
+| middlewared.plugins.vm.vm_lifecycle | stock_vm.py (shape only)    |
 | (the running daemon)             | middleware.py                  |
 | (zettarepl's observer)           | zettarepl.py                   |
 
@@ -29,17 +30,19 @@ import types
 
 NAMES = ("middlewared", "middlewared.service", "middlewared.service_exception", "middlewared.api",
          "middlewared.api.base", "middlewared.sqlalchemy", "middlewared.alert", "middlewared.alert.base",
-         "middlewared.plugins", "middlewared.plugins.vmware")
+         "middlewared.plugins", "middlewared.plugins.vmware", "middlewared.plugins.vm",
+         "middlewared.plugins.vm.vm_lifecycle")
 
 
 RELEASES = ("25.10", "26.0", "27")
 
 
-def install(stock_shape: str = "25.10", release: str = "25.10") -> dict[str, types.ModuleType]:
+def install(stock_shape: str = "25.10", release: str = "25.10",
+            vm_shape: str = "25.10") -> dict[str, types.ModuleType]:
     """Register the double's modules under middlewared's names; returns them by name."""
     import importlib
 
-    from . import alerts, alerts_typed, datastore, framework, stock_vmware
+    from . import alerts, alerts_typed, datastore, framework, stock_vm, stock_vmware
 
     # A fresh declarative registry and alert registry per install: the plugin module is
     # imported anew each time, as in a new middlewared process.
@@ -71,6 +74,10 @@ def install(stock_shape: str = "25.10", release: str = "25.10") -> dict[str, typ
     }
     mods["middlewared.plugins.vmware"] = stock_vmware.build(stock_shape)
     sys.modules["middlewared.plugins.vmware"] = mods["middlewared.plugins.vmware"]
+    mods["middlewared.plugins.vm"] = module("middlewared.plugins.vm")
+    mods["middlewared.plugins.vm.vm_lifecycle"] = stock_vm.build(vm_shape)
+    sys.modules["middlewared.plugins.vm.vm_lifecycle"] = mods["middlewared.plugins.vm.vm_lifecycle"]
+    mods["middlewared.plugins.vm"].vm_lifecycle = mods["middlewared.plugins.vm.vm_lifecycle"]
     return mods
 
 

@@ -20,17 +20,18 @@ from .middleware import Middleware
 
 
 def start(workdir: Path, stock_shape: str = "25.10", release: str = "25.10",
-          before_setup: Callable[[Middleware], None] | None = None,
+          before_setup: Callable[[Middleware], None] | None = None, vm_shape: str = "25.10",
           **kwargs: Any) -> tuple[Middleware, ModuleType]:
     """``before_setup``: what the NAS held before this boot (e.g. mappings that existed
     before the plugin was installed)."""
     uninstall()
-    install(stock_shape, release)
+    install(stock_shape, release, vm_shape)
     stock = sys.modules["middlewared.plugins.vmware"]
+    stock_vm = sys.modules["middlewared.plugins.vm.vm_lifecycle"]
     plugin = importlib.import_module("truenas_vmware_coord.vmware_coord")
     mw = Middleware(workdir, release=release, **kwargs)
     mw.datastore.create_tables("storage.vmwareplugin")
-    mw.load_plugins(stock, plugin)
+    mw.load_plugins(stock, stock_vm, plugin)
     if before_setup is not None:
         before_setup(mw)
     mw.run_setup()

@@ -1,10 +1,12 @@
 """zettarepl's side of a periodic snapshot task, message by message.
 
 - ``Observer`` is ``ZettareplProcess._observer`` of TS-25.10.6 ``plugins/zettarepl.py``
-  (VMware part; the local-VM suspend calls are left out): Start -> ``begin`` then, if it
-  returned something, ``proceed`` as a job; the response carries
-  ``{"freenas:vmsynced": "Y"}`` only when ``context["vmsynced"]``; Success/Error -> ``end``
-  as a job when a context was kept. Every exception is logged and swallowed, as there.
+  (:192-233): Start -> ``begin`` then, if it returned something, ``proceed`` as a job; then
+  the local VMs: ``vm.periodic_snapshot_task_begin`` and, if it found any,
+  ``vm.suspend_vms`` with their ids; the response carries ``{"freenas:vmsynced": "Y"}``
+  only when ``context["vmsynced"]``; Success/Error -> ``end`` as a job when a context was
+  kept, then ``vm.resume_suspended_vms`` with the VMs kept. Every exception is logged and
+  swallowed, as there.
 - ``run_tick`` is zettarepl's ``_run_periodic_snapshot_tasks`` for one tick (truenas/zettarepl
   stable/goldeye ``zettarepl/zettarepl.py:123-192``): tasks sorted recursive first, then
   without exclude first, run one after another; the snapshot named by the task's naming
@@ -82,6 +84,7 @@ class Observer:
     def __init__(self, middleware: Any) -> None:
         self.client = Client(middleware)
         self.vmware_contexts: dict[int, Any] = {}
+        self.vm_contexts: dict[int, Any] = {}
         self.messages: list[Any] = []
 
     def __call__(self, message: Any) -> Any:
@@ -93,13 +96,19 @@ class Observer:
                 if begin_context := self.client.call("vmware.periodic_snapshot_task_begin", task_id):
                     context = self.client.call("vmware.periodic_snapshot_task_proceed", begin_context,
                                                job=True)
+                if vm_context := self.client.call("vm.periodic_snapshot_task_begin", task_id):
+                    self.client.call("vm.suspend_vms", list(vm_context))
+                self.vm_contexts[task_id] = vm_context
                 self.vmware_contexts[task_id] = context
                 if context and context["vmsynced"]:
                     return PeriodicSnapshotTaskStartResponse(properties={"freenas:vmsynced": "Y"})
             if isinstance(message, PeriodicSnapshotTaskSuccess | PeriodicSnapshotTaskError):
                 context = self.vmware_contexts.pop(task_id, None)
+                vm_context = self.vm_contexts.pop(task_id, None)
                 if context:
                     self.client.call("vmware.periodic_snapshot_task_end", context, job=True)
+                if vm_context:
+                    self.client.call("vm.resume_suspended_vms", list(vm_context))
         except Exception:
             log.error("Unhandled exception in ZettareplProcess._observer", exc_info=True)
         return None

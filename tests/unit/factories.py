@@ -18,6 +18,7 @@ from truenas_vmware_coord.domain.model import (
     Inventory,
     Mapping,
     PowerState,
+    Provider,
     SnapshotFacts,
     VmFacts,
 )
@@ -145,6 +146,19 @@ def vm(
         power_state=power,
         **defaults,
     )
+
+
+GUEST_EP = "libvirt:local"
+
+
+def guest(name: str = "g1", *, path: str | None = None, agent: str = "answering", **kw: Any) -> VmFacts:
+    """A running libvirt guest whose disk is a file on ``tank/vm`` (``/mnt/tank/vm``)."""
+    return VmFacts(
+        endpoint_id=GUEST_EP, moref=f"uuid-{name}", name=name, instance_uuid=f"uuid-{name}", bios_uuid=None,
+        vcenter_uuid=None, power_state=kw.pop("power", PowerState.ON), provider=Provider.LIBVIRT,
+        disks=(DiskFacts(key=0, label="vda (file)", file=path or f"/mnt/tank/vm/{name}.img",
+                         datastore=None),),
+        agent=agent, guest_filesystems=("/ (ext4 on vda)",), **kw)
 
 
 def inventory(

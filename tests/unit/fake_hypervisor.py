@@ -15,6 +15,13 @@ Troubles are set per (operation, VM) with ``trouble(operation, vm, kind)``, wher
 NoAnswer at once, the effect happens after the delay: a create VMware finishes after the
 caller gave up), ``hang`` (the task runs until cancelled), and ``delay(operation, vm,
 seconds)`` makes the task take that long.
+
+A libvirt host (``FakeVcenter(..., guests=True)``) stands for what ``libvirt/hypervisor.py``
+shows of a real one (tests/integration/test_libvirt_guest.py runs the real thing): guests
+that are frozen (a count of file systems, 0 when thawed) and paused; a freeze answers how
+many file systems it froze, a thaw how many it thawed; ``frozen_files`` sets how many a guest
+has (0: a guest with nothing freezable); ``thawed_by_someone(vm)`` thaws a guest behind the
+engine's back.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from truenas_vmware_coord.engine.ports import (
     VmState,
 )
 
-OPERATIONS = ("snapshot", "remove", "power_on", "power_off", "suspend", "shutdown", "read")
+OPERATIONS = ("snapshot", "remove", "power_on", "power_off", "suspend", "shutdown", "read", "freeze", "thaw",
+              "pause", "resume")
 _ids = itertools.count(1)
 
 
@@ -90,8 +98,12 @@ class FakeVcenter:
     """One endpoint's state, shared by every session opened to it."""
 
     def __init__(self, vms: Iterable[VmFacts], endpoint_id: str = f.VC_EP,
-                 datastores: Iterable = (), clock: Callable[[], float] = time.time) -> None:
+                 datastores: Iterable = (), clock: Callable[[], float] = time.time,
+                 guests: bool = False) -> None:
         self.endpoint_id = endpoint_id
+        self.guests = guests
+        self.frozen: dict[str, int] = {}
+        self.freezable: dict[str, int] = {}
         self.facts = {vm.moref: vm for vm in vms}
         self.datastores = tuple(datastores) or (f.nfs_datastore(),)
         self.power = {m: vm.power_state for m, vm in self.facts.items()}
@@ -138,6 +150,17 @@ class FakeVcenter:
 
     def power_of(self, vm: str) -> PowerState:
         return self.power[self._moref(vm)]
+
+    def frozen_guests(self) -> list[str]:
+        with self.lock:
+            return sorted(self.facts[m].name for m, n in self.frozen.items() if n)
+
+    def frozen_files(self, vm: str, count: int) -> None:
+        self.freezable[self._moref(vm)] = count
+
+    def thawed_by_someone(self, vm: str) -> None:
+        with self.lock:
+            self.frozen[self._moref(vm)] = 0
 
     # --- what the port calls ---------------------------------------------------------------
 
@@ -292,6 +315,35 @@ class FakeHypervisor:
                 self.vc.sessions_open -= 1
 
 
+class FakeGuestHypervisor(FakeHypervisor):
+    """A session to a fake libvirt host: ``FakeHypervisor`` plus ``engine.ports.Guests``."""
+
+    def start_freeze(self, vm_moref: str) -> TaskHandle:
+        def freeze() -> str:
+            with self.vc.lock:
+                if self.vc.frozen.get(vm_moref):
+                    raise Refused("the agent is in frozen state", "libvirt:1")
+                count = self.vc.freezable.get(vm_moref, 1)
+                self.vc.frozen[vm_moref] = count
+                return str(count)
+        return self._start("freeze", vm_moref, freeze)
+
+    def start_thaw(self, vm_moref: str) -> TaskHandle:
+        def thaw() -> str:
+            with self.vc.lock:
+                return str(self.vc.frozen.pop(vm_moref, 0))
+        return self._start("thaw", vm_moref, thaw)
+
+    def start_pause(self, vm_moref: str) -> TaskHandle:
+        return self._start("pause", vm_moref, self._set_power(vm_moref, PowerState.ON, PowerState.PAUSED))
+
+    def start_resume(self, vm_moref: str) -> TaskHandle:
+        return self._start("resume", vm_moref, self._set_power(vm_moref, PowerState.PAUSED, PowerState.ON))
+
+    def cancel(self, handle: TaskHandle) -> None:
+        """A libvirt call cannot be taken back (``LibvirtHypervisor.cancel``): it lands when it lands."""
+
+
 class FakeConnector:
     """Opens FakeHypervisors; an unreachable endpoint refuses new sessions."""
 
@@ -307,4 +359,4 @@ class FakeConnector:
             raise Unavailable("cannot connect while logging in: connection refused")
         with vc.lock:
             vc.sessions_open += 1
-        return FakeHypervisor(vc)
+        return FakeGuestHypervisor(vc) if vc.guests else FakeHypervisor(vc)

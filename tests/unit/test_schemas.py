@@ -122,7 +122,8 @@ ERRORS = [
     ("policy", {**GOOD_POLICY, "ladder": ["crash", "crash"]}, "policy.ladder",
      "must not list a strategy twice"),
     ("policy", {**GOOD_POLICY, "ladder": ["quiesce", "snap"]}, "policy.ladder.1",
-     "must be one of 'quiesce', 'memory', 'crash', 'power_off', 'suspend', 'exclude'; got 'snap'"),
+     "must be one of 'quiesce', 'memory', 'crash', 'power_off', 'suspend', 'exclude', 'fsfreeze', "
+     "'pause'; got 'snap'"),
     ("policy", {**GOOD_POLICY, "name": ""}, "policy.name", "must not be empty"),
     ("policy", {**GOOD_POLICY, "name": "x" * 65}, "policy.name", "must be at most 64 characters long"),
     ("policy", {**GOOD_POLICY, "name": "bad/name"}, "policy.name",

@@ -24,7 +24,8 @@ def test_every_policy_field_is_a_schema_field_with_its_words():
     assert fields["match.name_regex"]["label"] == regex["title"]
     assert fields["match.name_regex"]["help"] == regex["description"]
     assert fields["ladder"]["widget"] == "ordered_choices"
-    assert fields["ladder"]["choices"] == ["quiesce", "memory", "crash", "power_off", "suspend", "exclude"]
+    assert fields["ladder"]["choices"] == ["quiesce", "memory", "crash", "power_off", "suspend", "exclude",
+                                        "fsfreeze", "pause"]
     assert fields["match.has_blocker"]["widget"] == "multiselect"
     assert fields["name"]["required"] and not fields["match.custom_attribute.key"]["required"]
     assert fields["options.shutdown_timeout_seconds"]["default"] == 300

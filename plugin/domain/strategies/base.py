@@ -5,7 +5,8 @@ privileges it needs, what the journal must remember to undo it, how it runs and 
 undone. It runs through ``Operations`` and is undone through ``UndoOperations``: the
 engine implements both, journaling each operation before it reaches the hypervisor and
 bounding it by the VM's deadline, so a strategy holds no I/O and no durability rules of
-its own.
+its own. Each strategy also says which kinds of hypervisor (``providers``) it works on: a
+VMware snapshot means nothing to a libvirt guest, a guest-agent freeze nothing to VMware.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import enum
 from collections.abc import Mapping
 from typing import ClassVar, Protocol
 
-from ..model import BlockerKind, Consistency, PowerState, SnapshotFacts, Strategy
+from ..model import BlockerKind, Consistency, PowerState, Provider, SnapshotFacts, Strategy
 from .options import LadderOptions, VssContext
 
 
@@ -26,6 +27,8 @@ class ActionKind(enum.StrEnum):
     SNAPSHOT = "snapshot"
     POWER_OFF = "power_off"
     SUSPEND = "suspend"
+    FREEZE = "freeze"      # a guest's file systems frozen by its agent: thawed by undo
+    PAUSE = "pause"        # a guest's vCPUs paused: resumed by undo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +52,12 @@ class Undone:
     """How undoing one journaled action ended: a word for the manifest, and whether the
     journal row may be closed (else reconcile retries it)."""
 
-    word: str                       # removed | remove_failed | powered_on | still_running | power_on_failed
+    word: str                       # removed | remove_failed | powered_on | still_running | thawed | ...
     closed: bool
     error: str | None = None
+    # What undoing found out about the run's result (a thaw that found the guest no longer
+    # frozen: the freeze did not hold through the ZFS snapshot).
+    verdict: Verdict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +83,12 @@ class Operations(Protocol):
 
     def suspend(self) -> Step: ...
 
+    def freeze(self) -> Step:
+        """A guest's file systems frozen by its agent; ``result`` is how many it froze."""
+        ...
+
+    def pause(self) -> Step: ...
+
     def remaining_s(self) -> float:
         """Seconds left before this VM's deadline."""
         ...
@@ -95,6 +107,12 @@ class UndoOperations(Protocol):
 
     def power_on(self) -> Step: ...
 
+    def thaw(self) -> Step:
+        """``result`` is how many file systems the agent thawed."""
+        ...
+
+    def resume(self) -> Step: ...
+
 
 class StrategyModule(abc.ABC):
     """One strategy. Subclasses fill the class attributes and, if they act, the methods."""
@@ -102,6 +120,7 @@ class StrategyModule(abc.ABC):
     name: ClassVar[Strategy]
     yields: ClassVar[Consistency]          # what a VM's data is when the strategy worked
     summary: ClassVar[str]                 # one line for people (schemas, UI, docs)
+    providers: ClassVar[frozenset[Provider]] = frozenset({Provider.VSPHERE})   # where it works
     # Blockers that rule the strategy out on a powered-on VM, with why ("{blocker}" stands
     # for the blocker's own words).
     pruned_by: ClassVar[Mapping[BlockerKind, str]] = {}
@@ -126,4 +145,12 @@ class StrategyModule(abc.ABC):
 
     def verify(self, snapshot: SnapshotFacts | None) -> Verdict | None:
         """After the begin phase: None when the made snapshot is what was asked for."""
+        return None
+
+    def judge(self, step: Step) -> Verdict | None:
+        """Right after ``apply`` worked: None when the hypervisor's answer is what was asked for."""
+        return None
+
+    def answered(self, step: Step) -> str | None:
+        """What the hypervisor answered when ``apply`` worked, in words for the manifest."""
         return None

@@ -1,8 +1,9 @@
-"""crash: no VMware snapshot; the VM's disks are crash-consistent inside the ZFS snapshot."""
+"""crash: nothing is asked of the hypervisor; the VM's disks are crash-consistent inside the ZFS
+snapshot."""
 
 from __future__ import annotations
 
-from ..model import Consistency, Strategy
+from ..model import Consistency, Provider, Strategy
 from .base import StrategyModule
 
 
@@ -11,3 +12,4 @@ class Crash(StrategyModule):
     yields = Consistency.CRASH
     summary = "no VMware snapshot, crash-consistent in the ZFS snapshot"
     final = True
+    providers = frozenset(Provider)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..model import Consistency, Strategy
+from ..model import Consistency, Provider, Strategy
 from .base import StrategyModule
 
 
@@ -11,4 +11,5 @@ class Exclude(StrategyModule):
     yields = Consistency.EXCLUDED
     summary = "leave the VM alone and report it as excluded"
     final = True
+    providers = frozenset(Provider)
     alone = True

@@ -3,7 +3,7 @@ allows it), let the ZFS snapshot capture it at rest, power it on again."""
 
 from __future__ import annotations
 
-from ..model import BlockerKind, Consistency, Strategy
+from ..model import BlockerKind, Consistency, Provider, Strategy
 from .base import ActionKind, Operations, Step
 from .options import LadderOptions
 from .power import StopsTheVm
@@ -13,6 +13,7 @@ class PowerOff(StopsTheVm):
     name = Strategy.POWER_OFF
     yields = Consistency.POWERED_OFF
     summary = "shut the guest down and power it on afterwards"
+    providers = frozenset(Provider)   # a libvirt guest shuts down through ACPI or its agent
     pruned_by = {BlockerKind.NO_TOOLS: (
         "VMware Tools are not running: a guest shutdown needs them, and a hard power-off "
         "would only be crash-consistent")}

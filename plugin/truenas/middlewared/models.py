@@ -80,6 +80,7 @@ class VMwareCoordConfigEntry(BaseModel):
     vm_deadline_seconds: int
     end_deadline_seconds: int
     default_policy: dict
+    default_libvirt_policy: dict
     reconcile_interval_seconds: int
     marker_max_age_seconds: int
     journal_retention: dict

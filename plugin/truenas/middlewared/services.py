@@ -72,7 +72,7 @@ from .models import (
     VMwareCoordRunsResult,
 )
 from .tables import table_ddl
-from .takeover import TAKEOVER_PROBLEMS
+from .takeover import TAKEOVER_PROBLEMS, VM_TAKEOVER_PROBLEMS
 
 log = logging.getLogger(__name__)
 ROLE_READ, ROLE_WRITE = ["SNAPSHOT_TASK_READ"], ["SNAPSHOT_TASK_WRITE"]
@@ -281,7 +281,8 @@ class VMwareCoordService(Service):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.runtime = Runtime(self.middleware.call_sync, send_alert=sender(self.middleware.call_sync))
+        self.runtime = Runtime(self.middleware.call_sync, send_alert=sender(self.middleware.call_sync),
+                               local_guests=not VM_TAKEOVER_PROBLEMS)
         self.last_reconcile = 0.0
         page.add_route(self.middleware)   # now: the router is frozen before setup()
 
@@ -367,7 +368,7 @@ class VMwareCoordService(Service):
         trust baseline, stock's dataset flags; then a reconcile in the background."""
         for ddl in table_ddl():
             self.middleware.call_sync("datastore.execute", ddl)
-        problems = "; ".join(TAKEOVER_PROBLEMS)
+        problems = "; ".join([*TAKEOVER_PROBLEMS, *VM_TAKEOVER_PROBLEMS])
         self.runtime.apply([AlertOp("create", TAKEOVER, {"key": "takeover", "problems": problems})]
                            if problems else [AlertOp("delete", TAKEOVER, "takeover")])
         for step in (self.runtime.record_trust_baseline, self.runtime.flag_alerts):
@@ -416,6 +417,11 @@ class VMwareCoordService(Service):
             return None
         context = self.runtime.begin(dataset, recursive, [], {"manual": True})
         return None if context is None else context | {"vmsynced": False}
+
+    @private
+    def hook_vms_left_to_stock(self, vm_ids: list[Any]) -> list[Any]:
+        """What the stock ``vm.suspend_vms`` / ``vm.resume_suspended_vms`` may touch (takeover.py)."""
+        return self.runtime.left_to_stock(list(vm_ids))
 
     @private
     def hook_end(self, context: dict[str, Any] | None) -> dict[str, Any] | None:

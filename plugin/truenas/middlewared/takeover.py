@@ -5,6 +5,14 @@ plugin module has been imported, so a change made later (in setup) would not rea
 zettarepl. The stock methods are replaced on the class, all or none, keeping their
 decorators (private, job, models) and exact signatures; a stock shape this module does not
 know is left alone and reported (the "VMware Coordination Not Active" alert).
+
+TrueNAS's own pause of its VMs around snapshots (``vm.suspend_vms`` and
+``vm.resume_suspended_vms`` of ``plugins/vm/vm_lifecycle.py``: TS-25.10.6 :139-161,
+TS-26.0.0-BETA.3 :122-144; ``truenas/guests.py`` says who calls them) is wrapped, not
+replaced: the stock method still runs, for every VM but those a live run of this plugin
+holds (it froze or paused them, or its policy left them alone). When that shape is not the
+one known here, nothing is wrapped, the plugin coordinates no local VM (else a guest could
+be frozen and paused at once), and the alert says so.
 """
 
 import inspect
@@ -102,6 +110,56 @@ def take_over(cls: type) -> list[str]:
     return []
 
 
+# TrueNAS's pause of its VMs: (parameters, private) at TS-25.10.6 and TS-26.0.0-BETA.3.
+VM_HOOKS = ("suspend_vms", "resume_suspended_vms")
+VM_HOOK_PARAMETERS = ("self", "vm_ids")
+
+
+def _left_to_stock(name: str, stock: Callable[..., Any]) -> Callable[..., Any]:
+    """The stock method, given only the VMs no live run of this plugin holds."""
+
+    def hook(self, vm_ids):
+        return stock(self, self.middleware.call_sync("vmware_coord.hook_vms_left_to_stock", list(vm_ids)))
+
+    hook.__name__, hook.__qualname__ = name, f"VMService.{name}"
+    hook.__doc__ = f"{stock.__doc__ or ''}\n(truenas-vmware-coord: not for the VMs it coordinates)"
+    hook._vmware_coord = True  # type: ignore[attr-defined]
+    return private(hook)
+
+
+def vm_shape_problems(cls: type) -> list[str]:
+    problems = []
+    for name in VM_HOOKS:
+        fn = cls.__dict__.get(name)
+        if not callable(fn):
+            problems.append(f"{name} is missing")
+        elif tuple(inspect.signature(fn).parameters) != VM_HOOK_PARAMETERS:
+            found = tuple(inspect.signature(fn).parameters)
+            problems.append(f"{name}{found} instead of {VM_HOOK_PARAMETERS}")
+        elif not getattr(fn, "_private", False) or hasattr(fn, "_job"):
+            problems.append(f"{name} is not a private plain method")
+    return problems
+
+
+def take_over_vm_pause(cls: type) -> list[str]:
+    """Wrap the stock pause on the class, both methods or none; the problems when refused."""
+    if all(getattr(cls.__dict__.get(n), "_vmware_coord", False) for n in VM_HOOKS):
+        return []
+    problems = vm_shape_problems(cls)
+    if not problems:
+        for name in VM_HOOKS:
+            setattr(cls, name, _left_to_stock(name, cls.__dict__[name]))
+    return problems
+
+
+def _take_over_vm_pause() -> list[str]:
+    try:
+        from middlewared.plugins.vm import vm_lifecycle
+        return [f"local VMs: {p}" for p in take_over_vm_pause(vm_lifecycle.VMService)]
+    except Exception as exc:  # noqa: BLE001 - any surprise leaves the stock pause in place
+        return [f"local VMs: cannot inspect the stock VM plugin: {type(exc).__name__}: {exc}"]
+
+
 def _take_over_stock() -> list[str]:
     try:
         from middlewared.plugins import vmware as stock
@@ -115,3 +173,7 @@ def _take_over_stock() -> list[str]:
 TAKEOVER_PROBLEMS = _take_over_stock()
 if TAKEOVER_PROBLEMS:
     log.error("truenas-vmware-coord: stock VMware hooks left in place: %s", "; ".join(TAKEOVER_PROBLEMS))
+VM_TAKEOVER_PROBLEMS = _take_over_vm_pause()
+if VM_TAKEOVER_PROBLEMS:
+    log.error("truenas-vmware-coord: TrueNAS's own VM pause left in place, local VMs not coordinated: %s",
+              "; ".join(VM_TAKEOVER_PROBLEMS))
