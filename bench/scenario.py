@@ -35,10 +35,11 @@ class Cell:
     vms: int
     op_delay_ms: int        # -method-delay for CreateSnapshot_Task and RemoveSnapshot_Task
     rtt_ms: int = 0         # -delay: added to every SOAP call (network round trip)
+    sim: str = "rig"        # the simulator build (tools/rig/vcsim.py VARIANTS)
 
     @property
     def key(self) -> str:
-        return f"N={self.vms} d={self.op_delay_ms}ms rtt={self.rtt_ms}ms"
+        return f"sim={self.sim} N={self.vms} d={self.op_delay_ms}ms rtt={self.rtt_ms}ms"
 
 
 @dataclasses.dataclass
@@ -82,7 +83,7 @@ class Rig:
                 ("CreateSnapshot_Task", "CreateSnapshotEx_Task", "RemoveSnapshot_Task")))
         if cell.rtt_ms:
             flags.append(f"-delay={cell.rtt_ms}")
-        sim = vcsim.start(*flags)
+        sim = vcsim.start(*flags, variant=cell.sim)
         try:
             populate(sim, cell.vms)
         except BaseException:

@@ -22,6 +22,7 @@ from ..domain.model import Inventory, PowerState, SnapshotFacts
 from ..domain.strategies.options import VssContext
 from ..engine.ports import Refused, SnapshotRequest, TaskHandle, TaskOutcome, VmState
 from . import inventory as inventory_reader
+from . import wire
 from .errors import failure_from, fault_message
 from .session import EndpointSettings, Session, open_session
 from .tasks import TaskWatcher
@@ -65,7 +66,8 @@ class VsphereHypervisor:
         # Workers wait concurrently: without the lock each could create its own watcher
         # (a collector and a thread apiece), all but one leaked.
         self._watcher_lock = threading.Lock()
-        self._in_flight = 0   # snapshot start calls not answered yet (see _starting)
+        self._in_flight: dict[int, float] = {}   # snapshot start calls not answered yet: when begun
+        self._begun: dict[str, float] = {}       # task -> when the call that started it began
 
     # --- reading -------------------------------------------------------------------------
 
@@ -77,7 +79,7 @@ class VsphereHypervisor:
         """Narrow VM properties in one retrieval: moref -> {path: value}."""
         spec = PC.FilterSpec(objectSet=object_set,
                              propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=paths)])
-        collector = self.session.content.propertyCollector
+        collector = wire.Collector(self.session.content.propertyCollector)
         return {oc.obj._moId: {p.name: p.val for p in oc.propSet or ()}
                 for oc in inventory_reader.retrieve_all(collector, spec)}
 
@@ -112,8 +114,8 @@ class VsphereHypervisor:
 
     @translated
     def start_snapshot(self, request: SnapshotRequest) -> TaskHandle:
-        with self._starting():
-            return self._start_snapshot(request)
+        with self._starting() as begun:
+            return self._begun_at(self._start_snapshot(request), begun)
 
     def _start_snapshot(self, request: SnapshotRequest) -> TaskHandle:
         vm = self._vm(request.vm_moref)
@@ -125,8 +127,8 @@ class VsphereHypervisor:
             else:
                 spec = vim.vm.GuestQuiesceSpec(timeout=request.quiesce_timeout_minutes)
             try:
-                task = vm.CreateSnapshotEx_Task(name=request.name, description=request.description,
-                                                memory=request.memory, quiesceSpec=spec)
+                task = wire.call(vm, "CreateSnapshotEx_Task", request.name, request.description,
+                                 request.memory, spec)
                 self.session.create_snapshot_ex = True
                 return TaskHandle(task._moId, task)
             except vmodl.fault.MethodNotFound:
@@ -134,16 +136,16 @@ class VsphereHypervisor:
                 log.info("%s: CreateSnapshotEx_Task not implemented; using CreateSnapshot_Task",
                          self.endpoint_id)
                 self.session.create_snapshot_ex = False
-        task = vm.CreateSnapshot_Task(name=request.name, description=request.description,
-                                      memory=request.memory, quiesce=request.quiesce)
+        task = wire.call(vm, "CreateSnapshot_Task", request.name, request.description, request.memory,
+                         request.quiesce)
         return TaskHandle(task._moId, task)
 
     @translated
     def start_remove(self, snapshot_moref: str) -> TaskHandle:
         snapshot = vim.vm.Snapshot(snapshot_moref, stub=self.session.stub)
-        with self._starting():
-            task = snapshot.RemoveSnapshot_Task(removeChildren=False)
-        return TaskHandle(task._moId, task)
+        with self._starting() as begun:
+            task = wire.call(snapshot, "RemoveSnapshot_Task", False)
+        return self._begun_at(TaskHandle(task._moId, task), begun)
 
     @translated
     def start_power_on(self, vm_moref: str) -> TaskHandle:
@@ -178,14 +180,25 @@ class VsphereHypervisor:
         """Count a snapshot start call in flight: the watcher batches the tasks of a wave."""
         return _InFlight(self)
 
+    def _begun_at(self, handle: TaskHandle, begun: float) -> TaskHandle:
+        with self._watcher_lock:
+            self._begun[handle.id] = begun
+        return handle
+
+    def _in_flight_before(self, since: float) -> int:
+        """Snapshot start calls begun before ``since`` and not answered yet."""
+        with self._watcher_lock:
+            return sum(1 for begun in self._in_flight.values() if begun < since)
+
     @translated
     def wait(self, handle: TaskHandle, timeout: float) -> TaskOutcome | None:
         """The task's outcome, or None when ``timeout`` passes first."""
         with self._watcher_lock:
             if self._watcher is None:
-                self._watcher = TaskWatcher(self.session, in_flight=lambda: self._in_flight)
+                self._watcher = TaskWatcher(self.session, in_flight=self._in_flight_before)
             watcher = self._watcher
-        future = watcher.watch(handle.ref)
+            begun = self._begun.pop(handle.id, None)
+        future = watcher.watch(handle.ref, begun)
         try:
             ended = future.result(timeout=max(0.0, timeout))
         except TimeoutError:
@@ -223,13 +236,15 @@ class _InFlight:
     def __init__(self, hv: VsphereHypervisor) -> None:
         self._hv = hv
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> float:
+        begun = time.monotonic()
         with self._hv._watcher_lock:
-            self._hv._in_flight += 1
+            self._hv._in_flight[id(self)] = begun
+        return begun
 
     def __exit__(self, *exc: object) -> None:
         with self._hv._watcher_lock:
-            self._hv._in_flight -= 1
+            del self._hv._in_flight[id(self)]
 
 
 class VsphereConnector:

@@ -4,7 +4,10 @@ One ContainerView over VMs, datastores, hosts, folders and datacenters, one
 ``RetrievePropertiesEx`` with a narrow path set (paged with
 ``ContinueRetrievePropertiesEx`` on a real vCenter), one ``DestroyView``: three SOAP calls
 whatever the number of VMs, where reading the same properties one by one costs several
-round trips per VM. The custom attribute names ride along in the same retrieval.
+round trips per VM. The custom attribute names ride along in the same retrieval. The reply
+is read by ``wire`` (ElementTree, fields decoded when read), not by pyVmomi's deserializer:
+at 1,000 VMs that read took 2.3 ms of CPU per VM, most of it for device lists of which a
+few fields are used.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..domain.model import (
     VmFacts,
 )
 from .session import Session
+from .wire import Collector, type_of
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +113,7 @@ def _disk_facts(dev: vim.vm.device.VirtualDisk) -> DiskFacts:
     backing = dev.backing
     label = dev.deviceInfo.label if dev.deviceInfo else f"disk {dev.key}"
     rdm_mode = None
-    if isinstance(backing, vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo):
+    if issubclass(type_of(backing), vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo):
         rdm_mode = backing.compatibilityMode
     return DiskFacts(
         key=dev.key, label=label, file=getattr(backing, "fileName", "") or "",
@@ -123,20 +127,26 @@ def _disk_facts(dev: vim.vm.device.VirtualDisk) -> DiskFacts:
 _PASSTHROUGH = vim.vm.device.VirtualPCIPassthrough
 _DYNAMIC_BACKING = tuple(getattr(_PASSTHROUGH, n) for n in ("DynamicBackingInfo",)
                          if hasattr(_PASSTHROUGH, n))
+_LIMITING = (_PASSTHROUGH, vim.vm.device.VirtualSriovEthernetCard, vim.vm.device.VirtualNVDIMM,
+             vim.vm.device.VirtualSCSIController)
 
 
 def _device_facts(dev: Any) -> DeviceFacts | None:
+    kind = type_of(dev)
+    if not issubclass(kind, _LIMITING):
+        return None   # read no further: most devices are of no interest
     label = dev.deviceInfo.label if dev.deviceInfo else f"device {dev.key}"
-    if isinstance(dev, vim.vm.device.VirtualPCIPassthrough):
-        if isinstance(dev.backing, vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo):
+    if issubclass(kind, vim.vm.device.VirtualPCIPassthrough):
+        backing = type_of(dev.backing)
+        if issubclass(backing, vim.vm.device.VirtualPCIPassthrough.VmiopBackingInfo):
             return DeviceFacts(dev.key, label, "vgpu", dev.backing.vgpu or "")
-        dynamic = isinstance(dev.backing, _DYNAMIC_BACKING)
+        dynamic = issubclass(backing, _DYNAMIC_BACKING)
         return DeviceFacts(dev.key, label, "passthrough", "dynamic DirectPath" if dynamic else "")
-    if isinstance(dev, vim.vm.device.VirtualSriovEthernetCard):
+    if issubclass(kind, vim.vm.device.VirtualSriovEthernetCard):
         return DeviceFacts(dev.key, label, "sriov")
-    if isinstance(dev, vim.vm.device.VirtualNVDIMM):
+    if issubclass(kind, vim.vm.device.VirtualNVDIMM):
         return DeviceFacts(dev.key, label, "nvdimm")
-    if isinstance(dev, vim.vm.device.VirtualSCSIController):
+    if issubclass(kind, vim.vm.device.VirtualSCSIController):
         shared = dev.sharedBus or "noSharing"
         if shared != "noSharing":
             return DeviceFacts(dev.key, label, "scsi_controller", shared)
@@ -185,7 +195,7 @@ def vm_facts(endpoint_id: str, vcenter_uuid: str | None, moref: str, props: dict
         vmx_path=props.get("config.files.vmPathName"),
         files=tuple(f.name for f in props.get("layoutEx.file") or () if f.name),
         datastores=tuple(_ref(d) or "" for d in props.get("datastore") or ()),
-        disks=tuple(_disk_facts(d) for d in devices if isinstance(d, vim.vm.device.VirtualDisk)),
+        disks=tuple(_disk_facts(d) for d in devices if issubclass(type_of(d), vim.vm.device.VirtualDisk)),
         devices=tuple(f for f in (_device_facts(d) for d in devices) if f is not None),
         snapshots=snapshot_facts(props.get("snapshot")),
         custom_attributes=tuple(custom))
@@ -240,7 +250,7 @@ def read_inventory(session: Session, page_size: int = DEFAULT_PAGE_SIZE) -> Inve
     by_type: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     field_names: dict[int, str] = {}
     try:
-        for oc in retrieve_all(content.propertyCollector,
+        for oc in retrieve_all(Collector(content.propertyCollector),
                                _filter_spec(view, content.customFieldsManager), page_size):
             props = _props(oc)
             if isinstance(oc.obj, vim.CustomFieldsManager):

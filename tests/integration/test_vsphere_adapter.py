@@ -29,6 +29,8 @@ from truenas_vmware_coord.domain.model import BlockerKind, Inventory, Mapping
 from truenas_vmware_coord.domain.storage import StorageFacts
 from truenas_vmware_coord.domain.strategies.options import VssContext
 from truenas_vmware_coord.engine.ports import Gone, NoAnswer, Refused, SnapshotRequest, TaskHandle
+from truenas_vmware_coord.vsphere import inventory as inventory_reader
+from truenas_vmware_coord.vsphere import wire
 from truenas_vmware_coord.vsphere.errors import (
     CertificateMismatch,
     CertificateUntrusted,
@@ -364,6 +366,30 @@ def world(start_vcsim: StartSim) -> Iterator[World]:
         sim.stop()   # before its NFS directories go away
 
 
+def test_the_wire_reader_reads_what_pyvmomi_reads(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same retrievals read by ElementTree (the product) and by pyVmomi's deserializer:
+    # the same facts, for passthrough, independent and spanning disks, templates, NFS
+    # datastores and a snapshot tree two levels deep.
+    si = rig.connect_to(world.sim)
+    vm = next(v for v in rig.vms(si) if v.name == "indep")
+    rig.wait(vm.CreateSnapshot_Task("parent", "d1", False, False))
+    rig.wait(vm.CreateSnapshot_Task("child", "d2", False, True))
+    hv = VsphereHypervisor(open_session(settings_for(world.sim), world.sim.password))
+    try:
+        read = (hv.inventory(), hv.vm_states([vm._moId]), hv.all_snapshots())
+        with monkeypatch.context() as patch:
+            patch.setattr(wire, "Collector", lambda collector: collector)
+            patch.setattr(inventory_reader, "Collector", lambda collector: collector)
+            assert (hv.inventory(), hv.vm_states([vm._moId]), hv.all_snapshots()) == read
+        assert [(s.name, s.depth, s.quiesced) for s in read[1][vm._moId].snapshots] == [
+            ("parent", 1, False), ("child", 2, True)]
+        assert {v.name for v in read[0].vms} >= {"gpu", "indep", "span", "tmpl"}
+    finally:
+        hv.close()
+        remove_snapshots([vm])
+        si.content.sessionManager.Logout()
+
+
 def test_a_vm_with_one_disk_on_the_mapped_datastore_is_selected(world: World) -> None:
     span = planned(world.plan("tank/ds1"))["span"]
     assert "[ds1] span/span_1.vmdk" in [f.path for f in span.files]
@@ -473,6 +499,58 @@ def test_many_snapshot_tasks_are_awaited_with_one_collector(
         assert "Fetch" not in calls   # no polling of task.info
     finally:
         remove_snapshots(vms)
+
+
+def test_task_watching_calls_are_bounded_by_time_not_by_tasks(
+        sim: Simulator, si: vim.ServiceInstance, hypervisor: VsphereHypervisor) -> None:
+    # 16 tasks handed over one at a time, 20 ms apart: one view change and one wait per
+    # interval (0.1 s) at most, however many tasks come, and no wait is ever cancelled.
+    vms = rig.vms(si)[:16]
+
+    def paced() -> tuple[list[Any], float]:
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(len(vms)) as pool:
+            waits = []
+            for vm in vms:
+                waits.append(pool.submit(hypervisor.wait, hypervisor.start_snapshot(
+                    snapshot_request(vm, "paced")), 30))
+                time.sleep(0.02)
+            outcomes = [w.result() for w in waits]
+        return outcomes, time.monotonic() - started
+
+    try:
+        (outcomes, elapsed), calls = calls_of(sim, paced)
+        assert all(o is not None and o.ok for o in outcomes), outcomes
+        intervals = elapsed / 0.1 + 1
+        assert 1 <= calls["ModifyListView"] <= intervals < len(vms), (calls, elapsed)
+        assert 1 <= calls["WaitForUpdatesEx"] <= intervals, (calls, elapsed)
+        assert "CancelWaitForUpdates" not in calls and "Fetch" not in calls
+    finally:
+        remove_snapshots(vms)
+
+
+def test_a_finished_task_is_answered_without_waiting_for_the_next_update_round(
+        start_vcsim: StartSim) -> None:
+    # govmomi 0.24.2's own WaitForUpdatesEx reports changes in rounds of 250 ms (the rig's
+    # build answers within 10 ms); a task already finished when it enters the view is
+    # answered at once all the same.
+    stock = start_vcsim("-vm", "2", variant="stock-wait")
+    si = rig.connect_to(stock)
+    vms = rig.vms(si)[:3]
+    hv = VsphereHypervisor(open_session(settings_for(stock), stock.password))
+    try:
+        took = []
+        for vm in vms:   # the first also sets the watcher up
+            handle = hv.start_snapshot(snapshot_request(vm, "prompt"))
+            started = time.monotonic()
+            outcome = hv.wait(handle, 30)
+            took.append(time.monotonic() - started)
+            assert outcome is not None and outcome.ok
+        assert max(took[1:]) < 0.2, took
+    finally:
+        hv.close()
+        remove_snapshots(vms)
+        si.content.sessionManager.Logout()
 
 
 def test_close_destroys_the_private_collector(sim: Simulator, si: vim.ServiceInstance) -> None:

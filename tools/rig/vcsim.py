@@ -33,6 +33,16 @@ ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "tools" / "vcsim"
 CACHE = Path(os.environ.get("VMWARE_COORD_CACHE", ROOT / ".cache"))
 
+# WaitForUpdatesEx lets updates accumulate for 250 ms before it answers; vCenter
+# answers as soon as a change is there. 10 ms keeps task waiting from being measured as a
+# simulator artifact. The "stock-wait" variant leaves it out, so the bench can show that
+# task watching does not depend on either timing.
+PROMPT_WAIT = (
+    "property_collector.go",
+    "ticker := time.NewTicker(250 * time.Millisecond) // allow for updates to accumulate",
+    "ticker := time.NewTicker(10 * time.Millisecond) // vCenter answers promptly",
+)
+
 # (library file, original text, replacement). Each original must occur exactly once.
 PATCHES: tuple[tuple[str, str, str], ...] = (
     # Bug 1 (fixed upstream in 0.34): the remove/revert task's entity must be the VM, or
@@ -92,14 +102,7 @@ PATCHES: tuple[tuple[str, str, str], ...] = (
         "\tvm.Capability.MemorySnapshotsSupported = true\n"
         "\tvm.Capability.RevertToSnapshotSupported = true\n",
     ),
-    # WaitForUpdatesEx lets updates accumulate for 250 ms before it answers; vCenter
-    # answers as soon as a change is there. 10 ms keeps task waiting from being measured
-    # as a simulator artifact.
-    (
-        "property_collector.go",
-        "ticker := time.NewTicker(250 * time.Millisecond) // allow for updates to accumulate",
-        "ticker := time.NewTicker(10 * time.Millisecond) // vCenter answers promptly",
-    ),
+    PROMPT_WAIT,
     # The call counter behind /_stats.
     (
         "simulator.go",
@@ -140,6 +143,9 @@ PATCHES: tuple[tuple[str, str, str], ...] = (
 
 ADDED_FILES = {"zz_coord_hooks.go": "coord_hooks.go"}
 
+# Build variants: the patches each leaves out. "rig" is what every test runs against.
+VARIANTS: dict[str, tuple[tuple[str, str, str], ...]] = {"rig": (), "stock-wait": (PROMPT_WAIT,)}
+
 
 class RigError(RuntimeError):
     """The simulator could not be built or started; the message says why."""
@@ -152,10 +158,10 @@ def _go_env(gocache: Path) -> dict[str, str]:
     return env
 
 
-def apply_patches(out_dir: Path) -> dict[str, str]:
+def apply_patches(out_dir: Path, variant: str = "rig") -> dict[str, str]:
     """Write patched copies of library files to out_dir; return the overlay map."""
     patched: dict[str, str] = {}
-    for name, old, new in PATCHES:
+    for name, old, new in (p for p in PATCHES if p not in VARIANTS[variant]):
         text = patched.get(name) or (SIMULATOR / name).read_text()
         count = text.count(old)
         if count != 1:
@@ -176,8 +182,8 @@ def apply_patches(out_dir: Path) -> dict[str, str]:
     return replace
 
 
-def _build_key() -> str:
-    h = hashlib.sha256()
+def _build_key(variant: str) -> str:
+    h = hashlib.sha256(variant.encode())
     for path in sorted(SOURCE.glob("*.go")) + [Path(__file__)]:
         h.update(path.name.encode())
         h.update(path.read_bytes())
@@ -187,12 +193,12 @@ def _build_key() -> str:
     return h.hexdigest()[:16]
 
 
-def build() -> Path:
-    """Build the launcher if needed and return the binary's path."""
+def build(variant: str = "rig") -> Path:
+    """Build the launcher (a ``VARIANTS`` name) if needed and return the binary's path."""
     if not SIMULATOR.is_dir() or shutil.which("go") is None:
         raise RigError("Debian's golang-go and golang-github-vmware-govmomi-dev are not "
                        "installed (run ./run setup)")
-    out = CACHE / "vcsim" / _build_key()
+    out = CACHE / "vcsim" / _build_key(variant)
     binary = out / "vcsim"
     if binary.exists():
         return binary
@@ -200,7 +206,7 @@ def build() -> Path:
     shutil.rmtree(work, ignore_errors=True)
     (work / "overlay").mkdir(parents=True)
     (work / "src").mkdir()
-    overlay = {"Replace": apply_patches(work / "overlay")}
+    overlay = {"Replace": apply_patches(work / "overlay", variant)}
     (work / "overlay.json").write_text(json.dumps(overlay, indent=1))
     shutil.copyfile(SOURCE / "main.go", work / "src" / "main.go")
     started = time.monotonic()
@@ -211,7 +217,7 @@ def build() -> Path:
         raise RigError(f"building vcsim failed:\n{proc.stderr}")
     shutil.rmtree(out, ignore_errors=True)
     work.rename(out)
-    print(f"built vcsim in {time.monotonic() - started:.1f}s: {binary}", file=sys.stderr)
+    print(f"built vcsim ({variant}) in {time.monotonic() - started:.1f}s: {binary}", file=sys.stderr)
     return binary
 
 
@@ -290,13 +296,13 @@ _READY = re.compile(r"^vcsim ready url=(\S+) pid=(\d+) sha256=(\S+)$")
 
 
 def start(*args: str, username: str = "user", password: str = "pass",
-          tmpdir: str | None = None, timeout: float = 120) -> Simulator:
+          tmpdir: str | None = None, timeout: float = 120, variant: str = "rig") -> Simulator:
     """Start the simulator with launcher flags (``"-vm", "10"``…) on 127.0.0.1.
 
     The model's VM files go to ``tmpdir`` (default: /dev/shm, where writing a thousand
-    .vmx files takes a second instead of several).
+    .vmx files takes a second instead of several). ``variant``: a ``VARIANTS`` build.
     """
-    binary = build()
+    binary = build(variant)
     env = dict(os.environ)
     env["TMPDIR"] = tmpdir or ("/dev/shm" if os.path.isdir("/dev/shm") else "/tmp")
     cmd = [str(binary), "-l", "127.0.0.1:0", "-username", username, "-password", password, *args]
@@ -318,4 +324,4 @@ def start(*args: str, username: str = "user", password: str = "pass",
 
 
 if __name__ == "__main__":
-    print(build())
+    print(build(*sys.argv[1:2]))
