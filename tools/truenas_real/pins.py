@@ -13,7 +13,8 @@ Two sources, both read, nothing copied but names and versions:
   pins bookworm-backports at priority 900, which may carry a newer one for a few of them.
 
 ``TRUENAS_REQUIREMENTS`` (a requirements file) replaces the first list, e.g. for
-``stable/26`` (TrueNAS 26.0 builds on Debian trixie and needs Python 3.12).
+``stable/26`` (TrueNAS 26.0 builds on Debian trixie and needs Python 3.13: its code uses
+PEP 696 type-parameter defaults).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def framework_requirements(version: str = "25.10") -> list[str]:
     """The pins for the framework venv of middlewared ``version`` ("25.10.6", "26.0.0-MASTER"...).
 
     Only 25.10 is pinned as TrueNAS ships it. Other releases build on another Debian (26.0 and
-    master: trixie, Python 3.12+) whose versions are not recorded here: their Debian-provided
+    master: trixie, Python 3.13) whose versions are not recorded here: their Debian-provided
     packages are installed unpinned, and ``TRUENAS_REQUIREMENTS`` should name that branch's
     requirements.txt (python-truenas-requirements ``stable/26`` or ``master``); without it the
     goldeye names are used unpinned. The manifest records what was installed either way.
