@@ -35,6 +35,7 @@ from ..domain.model import Strategy
 from ..domain.strategies import UNDO_BY_KIND
 from ..domain.strategies.base import ActionKind
 from ..store import sqlite
+from ..store.group_commit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,7 @@ class Journal:
             self.moved_aside = self._move_aside(exc)
             self._db = self._connect(False)
             self._prepare()
+        self._group = GroupCommit(self._tx)   # the run's hot path: intents, updates
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if readonly and not self.path.exists():   # no run made yet: nothing to read
@@ -259,10 +261,12 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:   # a failed COMMIT (disk full) must not leave it open
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _has(self, table: str) -> bool:
         return bool(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
@@ -389,24 +393,21 @@ class Journal:
     def intent(self, run_id: str, endpoint_id: str, vm_moref: str, vm_name: str,
                kind: ActionKind, strategy: Strategy, now: float, snapshot_name: str | None = None) -> int:
         """Durably record what is about to be done; returns the action id."""
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO actions(run_id, endpoint_id, vm_moref, vm_name, kind, strategy, state, "
-                "snapshot_name, created_at) VALUES (?, ?, ?, ?, ?, ?, 'intent', ?, ?)",
-                (run_id, endpoint_id, vm_moref, vm_name, kind.value, strategy.value, snapshot_name, now))
-            return int(cur.lastrowid or 0)
+        row = (run_id, endpoint_id, vm_moref, vm_name, kind.value, strategy.value, snapshot_name, now)
+        return int(self._group.write(lambda db: db.execute(
+            "INSERT INTO actions(run_id, endpoint_id, vm_moref, vm_name, kind, strategy, state, "
+            "snapshot_name, created_at) VALUES (?, ?, ?, ?, ?, ?, 'intent', ?, ?)", row).lastrowid or 0))
 
     @_guarded
     def update(self, action_id: int, state: ActionState, now: float, *,
                snapshot_moref: str | None = None, error: str | None = None) -> None:
         done_at = now if state is ActionState.DONE else None
         closed_at = now if state is ActionState.CLOSED else None
-        with self._tx() as db:
-            db.execute(
-                "UPDATE actions SET state = ?, error = COALESCE(?, error), "
-                "snapshot_moref = COALESCE(?, snapshot_moref), done_at = COALESCE(?, done_at), "
-                "closed_at = COALESCE(?, closed_at) WHERE id = ?",
-                (state.value, error, snapshot_moref, done_at, closed_at, action_id))
+        row = (state.value, error, snapshot_moref, done_at, closed_at, action_id)
+        self._group.write(lambda db: db.execute(
+            "UPDATE actions SET state = ?, error = COALESCE(?, error), "
+            "snapshot_moref = COALESCE(?, snapshot_moref), done_at = COALESCE(?, done_at), "
+            "closed_at = COALESCE(?, closed_at) WHERE id = ?", row))
 
     @_guarded
     def actions(self, run_id: str | None = None, open_only: bool = False) -> list[ActionRecord]:
