@@ -9,7 +9,9 @@ guest (QEMU without KVM, a real qemu-guest-agent: tools/rig/guest.py) whose disk
 same dataset. Then it runs the real ``vmware-coord`` command: ``policy create``, ``plan``,
 ``snapshot`` (which prints the per-VM report: the guest's row says ``fsfreeze``); shows the
 ZFS snapshot with its properties; proves that no VMware snapshot is left and no guest is
-left frozen; and cleans up. Where QEMU cannot run, it says so and goes on without the guest.
+left frozen; restores one VM from the snapshot beside its original (``restore``: it says
+which VMware snapshot it reverted to) and cleans that up (``restore cleanup``); and cleans
+up. Where QEMU cannot run, it says so and goes on without the guest.
 """
 
 from __future__ import annotations
@@ -67,6 +69,35 @@ def vmware_coord(config: Path, *args: str, check_codes: tuple[int, ...] = (0, 1)
     return code
 
 
+def vmware_coord_json(config: Path, *args: str) -> dict:
+    cli = Path(sys.executable).with_name("vmware-coord")
+    print(f"$ vmware-coord {' '.join(args)}", flush=True)
+    proc = subprocess.run([str(cli), "-c", str(config), "--json", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"vmware-coord {args[0]} exited with {proc.returncode}: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+def restore_one(config: Path, dataset: str, sim: vcsim.Simulator) -> list[str]:
+    """Restore app-01 beside itself, then clean it up; returns what is left of it."""
+    doc = vmware_coord_json(config, "restore", f"{dataset}@demo-1", "--vm", "app-01")
+    plan = doc["plan"]
+    print(f"app-01 restored as {plan['new_name']} on {plan['host_name']}, datastore {plan['datastore']} "
+          f"(the clone {plan['clone']}), NICs not connected\npoint: {plan['point']}")
+    vmware_coord_json(config, "restore", "cleanup", doc["restore_id"])
+    gone = subprocess.run(["zfs", "list", "-H", "-o", "name", plan["clone"]], capture_output=True).returncode
+    si = inventory.connect_to(sim)
+    try:
+        left = [vm.name for vm in inventory.vms(si) if vm.name == plan["new_name"]]
+        left += [ds.name for ds in inventory.datastores(si) if ds.name == plan["datastore"]]
+    finally:
+        si.content.sessionManager.Logout()
+    left += [] if gone else [plan["clone"]]
+    print(f"restore {doc['restore_id']} cleaned up: " + (", ".join(left) + " left" if left else
+                                                        "no VM, datastore or clone left"))
+    return left
+
+
 def leftover_snapshots(sim: vcsim.Simulator) -> list[str]:
     si = inventory.connect_to(sim)
     try:
@@ -121,7 +152,8 @@ def main() -> int:
         rig, booted = start_guest(mp)
         config = write_cli_config(workdir / "config.toml", sim, workdir / "state", PASSWORD_ENV,
                                   [("nfs01", dataset)], [NAS],
-                                  {"begin_deadline_seconds": 60, "vm_deadline_seconds": 30})
+                                  {"begin_deadline_seconds": 60, "vm_deadline_seconds": 30},
+                                  restore_share="exported")   # the simulator reads the clone itself
         if rig is not None:
             with open(config, "a") as f:
                 f.write(f'\n[libvirt.local]\nuri = "{rig.daemon.uri}"\n')
@@ -157,7 +189,9 @@ def main() -> int:
             left += frozen
         if left:
             return 1
-        return 0
+
+        section("restore one VM from the snapshot, beside its original, and clean it up")
+        return 1 if restore_one(config, dataset, sim) else 0
     finally:
         if rig is not None:
             rig.stop()

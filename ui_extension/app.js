@@ -1,7 +1,9 @@
-// The VMware snapshot coordination page: mappings and their plan, policies, runs, endpoint trust.
+// The VMware snapshot coordination page: mappings and their plan, policies, runs, restore,
+// endpoint trust.
 // Everything it shows comes from the middleware API; forms come from generated/forms.json.
 import { Rpc } from "./rpc.js";
 import { el, renderForm, collect, fill, showErrors, clearErrors } from "./fields.js";
+import { showRestore } from "./restore.js";
 
 const state = { rpc: null, forms: null, mappings: [], policies: [] };
 const $ = (selector) => document.querySelector(selector);
@@ -23,7 +25,11 @@ const consistencyBadge = (value, ok) => badge(value, ok === false ? "bad" : ok ?
 
 // --- navigation --------------------------------------------------------------------------
 
-const views = { plan: showPlanView, policies: showPolicies, runs: showRuns, trust: showTrust };
+const views = {
+  plan: showPlanView, policies: showPolicies, runs: showRuns, trust: showTrust,
+  // the last job's progress is kept for the Runs view too
+  restore: () => showRestore($("#view-restore"), { rpc: state.rpc, status, table, badge, follow: (job) => { state.lastJob = job; } }),
+};
 
 function activate(name) {
   for (const tab of document.querySelectorAll("[role=tab]")) {

@@ -62,9 +62,18 @@ export class Rpc {
       if (job) {
         onProgress(job);
         if (job.state === "SUCCESS") return job.result;
-        if (job.state === "FAILED" || job.state === "ABORTED") throw new Error(job.error || job.state);
+        if (job.state === "FAILED" || job.state === "ABORTED") throw jobError(job);
       }
       await new Promise((r) => setTimeout(r, interval));
     }
   }
+}
+
+// A failed job as the error of a call: a job's ValidationErrors come in its exc_info
+// ({type: "VALIDATION", extra: [[attribute, message, errno], ...]}, middlewared's job.py), so
+// they can be shown on the fields they name like those of a plain call.
+function jobError(job) {
+  const info = job.exc_info || {};
+  const extra = info.type === "VALIDATION" ? info.extra : null;
+  return new RpcError({ message: job.error || job.state, data: { reason: job.error || job.state, error: info.errno, extra } });
 }

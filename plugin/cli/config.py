@@ -45,6 +45,7 @@ class CliConfig:
     hooks: HookSettings = HookSettings()
     explicit_journal: bool = False
     libvirt: tuple[LibvirtSettings, ...] = ()     # libvirt hosts whose guests are coordinated
+    restore_share: str = "sharenfs"                # how a restore exports its clone (nas.restore_share)
 
     @property
     def journal_path(self) -> Path:
@@ -166,7 +167,8 @@ def load_config(path: str | os.PathLike[str]) -> CliConfig:
         mappings=tuple(mappings), addresses=tuple(nas.get("addresses", ())),
         iscsi_extents=dict(nas.get("iscsi_extents", {})), settings=settings,
         hooks=HookSettings.from_document(hooks),
-        explicit_journal="journal_path" in (document.get("engine") or {}), libvirt=guests)
+        explicit_journal="journal_path" in (document.get("engine") or {}), libvirt=guests,
+        restore_share=nas.get("restore_share", "sharenfs"))
 
 
 def _name_of(names: dict[str, str], endpoint_id: str) -> str:

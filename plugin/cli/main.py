@@ -30,16 +30,25 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from ..app import history, hooks
+from ..app.restore import restore as restore_vm
+from ..app.restore_attach import attach_disk
+from ..app.restore_cleanup import cleanup as restore_cleanup
+from ..app.restore_cleanup import list_restores, reconcile_restores
+from ..app.restore_steps import RestoreFailed, RestoreParts, RestoreResult
 from ..app.settling import settle
 from ..app.snapshot import coordinated_snapshot, default_name
 from ..domain.errors import InvalidInput, NotFound, StateError, printable
+from ..domain.restore import RestoreRequest
 from ..domain.zfs_names import dataset_problem, snapshot_problem
 from ..engine.coordinator import Coordinator
 from ..engine.journal import Journal, JournalError
 from ..engine.ports import HypervisorFailure
 from ..store.policy_repo import MAX_ID, SqlitePolicyRepository
+from ..vsphere.hypervisor import VsphereHypervisor
+from ..vsphere.restore import VsphereRestore
 from ..vsphere.tls import server_fingerprint
 from ..zfs import snapshot as zfs_snapshot
+from ..zfs.sharing import ExportedAlready, ZfsSharing
 from ..zfs.shell import LocalShell, Shell, ShellError
 from . import doctor, documents, render
 from .config import CliConfig, load_config
@@ -308,12 +317,76 @@ class Cli:
             settle(coordinator)
         result = coordinator.reconcile(sweep=True)
         self._label_finished(coordinator, result["finished"])
+        result["restores"] = reconcile_restores(self.restore_parts(coordinator.parts.journal))
         self.out(result, lambda r: (
             f"undone: {len(r['undone'])}, swept: {len(r['swept'])}, still open: {r['still_open']}"
             + "".join(f"\n  {u['vm']}: {u['kind']} {u['result']}" for u in r["undone"])
             + "".join(f"\n  swept {s}" for s in r["swept"])
+            + "".join(f"\n  restore {x['restore_id']}: {x['result']}" for x in r["restores"])
             + "".join(f"\n  error {e}: {m}" for e, m in r["endpoint_errors"].items())))
-        return EXIT_OK if not result["still_open"] and not result["endpoint_errors"] else EXIT_OTHER
+        unsettled = any(not x["result"].startswith(("finished", "undone", "cleaned"))
+                        for x in result["restores"])
+        return EXIT_OK if not result["still_open"] and not result["endpoint_errors"] and not unsettled \
+            else EXIT_OTHER
+
+    def restore_parts(self, journal: Journal | None = None) -> RestoreParts:
+        cfg = self.config
+
+        def open_endpoint(endpoint_id: str) -> VsphereRestore:
+            if endpoint_id not in cfg.endpoints:
+                raise InvalidInput.single("snapshot", f"its VM is on endpoint {endpoint_id}, which this "
+                                                      "configuration does not have")
+            settings = cfg.endpoints[endpoint_id]
+            return VsphereRestore(VsphereHypervisor.connect(settings, cfg.password_for(endpoint_id)))
+
+        sharing = ZfsSharing(self.shell) if cfg.restore_share == "sharenfs" else ExportedAlready()
+        return RestoreParts(journal or Journal(cfg.journal_path), self.shell, sharing, open_endpoint,
+                            cfg.addresses)
+
+    def restore(self) -> int:
+        """``restore DATASET@SNAPSHOT --vm NAME``, ``restore list``, ``restore cleanup ID``,
+        ``restore attach-disk ID --disk N --to VM``."""
+        args = self.args
+        action = args.what if args.what in RESTORE_ACTIONS else "restore"
+        _refuse_options(args, action)
+        if action == "list":
+            if args.restore_id:
+                raise InvalidInput.single("restore", f"unexpected '{args.restore_id}' after 'restore list'")
+            parts = self.restore_parts(Journal(self.config.journal_path, readonly=True))
+            self.out(list_restores(parts, args.limit or 20), render.restores_table)
+            return EXIT_OK
+        parts = self.restore_parts()
+        if action != "restore" and not args.restore_id:
+            raise InvalidInput.single("restore", f"give the restore's id: 'restore {action} ID' "
+                                                 "('restore list')")
+        try:
+            result = self._restore_action(parts, action)
+        except RestoreFailed as exc:
+            self.out(exc.result.to_dict(), render.restore_summary)
+            error(str(exc))
+            return EXIT_OTHER
+        self.out(result.to_dict(), render.restore_summary)
+        return EXIT_OK
+
+    def _restore_action(self, parts: RestoreParts, action: str) -> RestoreResult:
+        args = self.args
+        if action == "cleanup":
+            return restore_cleanup(parts, args.restore_id, args.force, self.restore_progress)
+        if action == "attach-disk":
+            if args.disk is None or not args.to:
+                raise InvalidInput.single("--disk" if args.disk is None else "--to",
+                                          "attach-disk needs --disk N and --to VM")
+            return attach_disk(parts, args.restore_id, args.disk, args.to, args.writable)
+        if args.restore_id:
+            raise InvalidInput.single("restore", f"unexpected '{args.restore_id}' after the snapshot")
+        if not args.vm:
+            raise InvalidInput.single("--vm", "give the name of the VM to restore")
+        request = RestoreRequest(args.what, args.vm, args.new_name, args.host, args.power_on,
+                                 args.connect_network)
+        return restore_vm(parts, request, self.restore_progress)
+
+    def restore_progress(self, percent: int, description: str) -> None:
+        self.progress(f"[{percent:3d}%] {description}", None)
 
     def doctor(self) -> int:
         findings = doctor.examine(self.config, connect=self.args.connect)
@@ -411,6 +484,23 @@ def warn(message: str) -> None:
     print(f"warning: {_lines(message)}", file=sys.stderr)
 
 
+RESTORE_ACTIONS = ("list", "cleanup", "attach-disk")
+# Which options each restore action takes (dest names): any other one given is bad input.
+_RESTORE_OPTIONS = {"restore": {"vm", "new_name", "host", "power_on", "connect_network"},
+                    "list": {"limit"}, "cleanup": {"force"}, "attach-disk": {"disk", "to", "writable"}}
+_RESTORE_FLAGS = {"vm": "--vm", "new_name": "--as", "host": "--host", "power_on": "--power-on",
+                  "connect_network": "--connect-network", "limit": "--limit", "force": "--force",
+                  "disk": "--disk", "to": "--to", "writable": "--writable"}
+
+
+def _refuse_options(args: argparse.Namespace, action: str) -> None:
+    given = [dest for dest in _RESTORE_FLAGS if getattr(args, dest) not in (None, False)]
+    wrong = [_RESTORE_FLAGS[d] for d in given if d not in _RESTORE_OPTIONS[action]]
+    if wrong:
+        raise InvalidInput.single(wrong[0], f"does not apply to 'restore {action}'"
+                                  if action != "restore" else "does not apply to a restore")
+
+
 # --- arguments ----------------------------------------------------------------------------
 
 
@@ -486,6 +576,23 @@ def build_parser() -> argparse.ArgumentParser:
     fp.add_argument("host")
     fp.add_argument("--port", type=_bounded_number(int, 1, 65535), default=443)
     fp.add_argument("--timeout", type=_bounded_number(float, 0.1, 300), default=10.0)
+    res = sub.add_parser("restore", help="restore a VM from a coordinated snapshot beside its original; "
+                                         "restore list | cleanup ID [--force] | "
+                                         "attach-disk ID --disk N --to VM")
+    res.add_argument("what", help="DATASET@SNAPSHOT to restore from, or list, cleanup, attach-disk")
+    res.add_argument("restore_id", nargs="?", help="the restore's id (cleanup, attach-disk)")
+    res.add_argument("--vm", help="the VM's name in the snapshot's manifest")
+    res.add_argument("--as", dest="new_name", help="the restored VM's name (default <vm>-restored-<id>)")
+    res.add_argument("--host", help="the ESXi host to mount the clone on (default: the VM's host)")
+    res.add_argument("--power-on", action="store_true", help="power the restored VM on")
+    res.add_argument("--connect-network", action="store_true",
+                     help="leave its NICs connected (default: not connected at power-on)")
+    res.add_argument("--force", action="store_true", help="cleanup: power the restored VM off if it is on")
+    res.add_argument("--disk", type=_bounded_number(int, 0, 255), help="attach-disk: the disk's number, 0 up")
+    res.add_argument("--to", help="attach-disk: the VM to attach it to")
+    res.add_argument("--writable", action="store_true",
+                     help="attach-disk: writable (default: read-only, independent non-persistent)")
+    res.add_argument("--limit", type=_bounded_number(int, 1, 100000), help="list: how many (default 20)")
     pol = sub.add_parser("policy", help="per-VM exception policies")
     pol.add_argument("action", choices=["list", "create", "update", "delete"])
     pol.add_argument("policy", nargs="?", help="id or name (update, delete)")

@@ -45,3 +45,29 @@ def report_table(report: dict[str, Any]) -> str:
     out += [f"endpoint {e}: {msg}" for e, msg in report.get("endpoint_errors", {}).items()]
     out += [f"left for reconcile: {x}" for x in report.get("leftovers", ())]
     return "\n".join(out)
+
+
+def restore_summary(doc: dict[str, Any]) -> str:
+    """One restore (``RestoreResult.to_dict``) in a few lines."""
+    plan = doc["plan"]
+    made = {s["step"]: s["ref"] for s in doc["steps"] if s["state"] == "done"}
+    lines = [f"restore {doc['restore_id']}: {plan['vm_name']} from {plan['snapshot']} as {plan['new_name']} "
+             f"({doc['state']})",
+             f"  point: {plan['point']}",
+             f"  on {plan['host_name']}: datastore {plan['datastore']} = "
+             f"{plan['nas_address']}:{plan['clone']}"]
+    if doc["state"] == "restored":
+        network = "connected" if plan["connect_network"] else "NICs not connected at power-on"
+        power = "powered on" if "power_on" in made else "powered off"
+        lines.append(f"  {power}, {network}; 'vmware-coord restore cleanup {doc['restore_id']}' "
+                     "takes it away")
+    lines += [f"  {note}" for note in doc.get("notes", ())]
+    if doc.get("error"):
+        lines.append(f"  error: {doc['error']}")
+    return "\n".join(lines)
+
+
+def restores_table(docs: Sequence[dict[str, Any]]) -> str:
+    return table(["restore", "state", "VM", "from", "as", "host", "datastore"],
+                 [[d["restore_id"], d["state"], d["plan"]["vm_name"], d["plan"]["snapshot"],
+                   d["plan"]["new_name"], d["plan"]["host_name"], d["plan"]["datastore"]] for d in docs])

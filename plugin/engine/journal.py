@@ -32,6 +32,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ..domain.errors import StateError
 from ..domain.model import Strategy
+from ..domain.restore import RestoreState, RestoreStep
 from ..domain.strategies import UNDO_BY_KIND
 from ..domain.strategies.base import ActionKind
 from ..store import sqlite
@@ -107,6 +108,44 @@ class RunRecord:
         return self.manifest or self.context or {}
 
 
+@dataclasses.dataclass(frozen=True)
+class RestoreStepRecord:
+    """One side effect of a restore (journaled before it is made) and how far it got."""
+
+    id: int
+    restore_id: str
+    step: RestoreStep
+    state: ActionState           # intent, done, failed; closed once taken away
+    ref: str | None              # what it made: the clone's dataset, the share, a moref
+    error: str | None
+    created_at: float
+    done_at: float | None
+    closed_at: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoreRecord:
+    """One restore: its plan, its state, and its steps."""
+
+    restore_id: str
+    run_id: str
+    snapshot: str
+    vm_name: str
+    new_name: str
+    state: RestoreState
+    owner_pid: int | None
+    started_at: float
+    ended_at: float | None
+    plan: dict[str, Any]
+    error: str | None
+    steps: tuple[RestoreStepRecord, ...] = ()
+
+    def made(self, step: RestoreStep) -> RestoreStepRecord | None:
+        """The step's row when it may have taken effect and was not taken away yet."""
+        return next((s for s in reversed(self.steps) if s.step is step
+                     and s.state in (ActionState.INTENT, ActionState.DONE, ActionState.UNDO_FAILED)), None)
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
@@ -143,6 +182,31 @@ CREATE TABLE IF NOT EXISTS run_snapshots (
     snapshot TEXT NOT NULL,
     PRIMARY KEY (run_id, snapshot)
 );
+CREATE TABLE IF NOT EXISTS restores (
+    restore_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,           -- the run whose snapshot it restores from
+    snapshot TEXT NOT NULL,
+    vm_name TEXT NOT NULL,
+    new_name TEXT NOT NULL,
+    state TEXT NOT NULL,            -- restoring | restored | undone | cleaning | cleaned
+    owner_pid INTEGER,              -- the process doing it
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    plan BLOB NOT NULL,             -- JSON RestorePlan, secret-free (zlib-compressed)
+    error TEXT
+);
+CREATE TABLE IF NOT EXISTS restore_steps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    restore_id TEXT NOT NULL REFERENCES restores(restore_id),
+    step TEXT NOT NULL,             -- RestoreStep
+    state TEXT NOT NULL,            -- ActionState
+    ref TEXT,                       -- what it made: dataset, share, datastore or VM moref
+    error TEXT,
+    created_at REAL NOT NULL,
+    done_at REAL,
+    closed_at REAL
+);
+CREATE INDEX IF NOT EXISTS restore_steps_by_restore ON restore_steps(restore_id);
 CREATE INDEX IF NOT EXISTS actions_open ON actions(state) WHERE state IN ('intent', 'done', 'undo_failed');
 CREATE INDEX IF NOT EXISTS actions_run ON actions(run_id);
 CREATE INDEX IF NOT EXISTS runs_snapshot ON runs(snapshot);
@@ -418,6 +482,73 @@ class Journal:
         if open_only:
             query += f" AND state IN {_OPEN_STATES}"
         return [_action(r) for r in self._rows(query + " ORDER BY id", args)]
+
+    # --- restores ------------------------------------------------------------------------
+
+    @_guarded
+    def start_restore(self, plan: dict[str, Any], now: float, owner_pid: int) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO restores(restore_id, run_id, snapshot, vm_name, new_name, state, "
+                       "owner_pid, started_at, plan) VALUES (?, ?, ?, ?, ?, 'restoring', ?, ?, ?)",
+                       (plan["restore_id"], plan["run_id"], plan["snapshot"], plan["vm_name"],
+                        plan["new_name"], owner_pid, now, _dump(plan)))
+
+    @_guarded
+    def set_restore_state(self, restore_id: str, state: RestoreState, now: float, *,
+                          owner_pid: int | None = None, error: str | None = None) -> None:
+        ended = None if state.present else now
+        with self._tx() as db:
+            db.execute("UPDATE restores SET state = ?, ended_at = ?, error = ?, "
+                       "owner_pid = COALESCE(?, owner_pid) WHERE restore_id = ?",
+                       (state.value, ended, error, owner_pid, restore_id))
+
+    @_guarded
+    def restore_intent(self, restore_id: str, step: RestoreStep, now: float, ref: str | None = None) -> int:
+        """Durably record a restore step about to be made; returns its id."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO restore_steps(restore_id, step, state, ref, created_at) "
+                             "VALUES (?, ?, 'intent', ?, ?)", (restore_id, step.value, ref, now))
+            return int(cur.lastrowid or 0)
+
+    @_guarded
+    def restore_update(self, step_id: int, state: ActionState, now: float, *,
+                       ref: str | None = None, error: str | None = None) -> None:
+        done_at = now if state is ActionState.DONE else None
+        closed_at = now if state is ActionState.CLOSED else None
+        with self._tx() as db:
+            db.execute("UPDATE restore_steps SET state = ?, ref = COALESCE(?, ref), "
+                       "error = COALESCE(?, error), done_at = COALESCE(?, done_at), "
+                       "closed_at = COALESCE(?, closed_at) WHERE id = ?",
+                       (state.value, ref, error, done_at, closed_at, step_id))
+
+    @_guarded
+    def restore(self, restore_id: str) -> RestoreRecord | None:
+        if not self._has("restores"):   # an older journal, opened read-only
+            return None
+        rows = self._rows("SELECT * FROM restores WHERE restore_id = ?", (restore_id,))
+        return self._restore(rows[0]) if rows else None
+
+    @_guarded
+    def restores(self, limit: int = 50, present_only: bool = False) -> list[RestoreRecord]:
+        """Newest first; ``present_only``: those that may still have something to take away."""
+        if not self._has("restores"):
+            return []
+        where = " WHERE state IN ('restoring', 'restored', 'cleaning')" if present_only else ""
+        rows = self._rows(f"SELECT * FROM restores{where} ORDER BY started_at DESC LIMIT ?", (limit,))  # noqa: S608
+        return [self._restore(r) for r in rows]
+
+    def _restore(self, row: sqlite3.Row) -> RestoreRecord:
+        steps = self._rows("SELECT * FROM restore_steps WHERE restore_id = ? ORDER BY id",
+                           (row["restore_id"],))
+        return RestoreRecord(
+            restore_id=row["restore_id"], run_id=row["run_id"], snapshot=row["snapshot"],
+            vm_name=row["vm_name"], new_name=row["new_name"], state=RestoreState(row["state"]),
+            owner_pid=row["owner_pid"], started_at=row["started_at"], ended_at=row["ended_at"],
+            plan=_load(row["plan"]) or {}, error=row["error"],
+            steps=tuple(RestoreStepRecord(
+                id=s["id"], restore_id=s["restore_id"], step=RestoreStep(s["step"]),
+                state=ActionState(s["state"]), ref=s["ref"], error=s["error"], created_at=s["created_at"],
+                done_at=s["done_at"], closed_at=s["closed_at"]) for s in steps))
 
 
 def _dump(document: dict[str, Any]) -> bytes:

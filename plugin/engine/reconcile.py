@@ -5,7 +5,8 @@ still end it: its process lives (and it is younger than ``active_run_max_age_s``
 a detached hook run, while it is younger than ``detached_run_max_age_s``. Everything else
 open in the journal is undone exactly as end would have; afterwards every VMware snapshot
 carrying this product's marker that no journal row accounts for is removed, once it is
-older than ``marker_max_age_s`` if its run is unknown here (maybe another NAS's).
+older than ``marker_max_age_s`` if its run is unknown here (maybe another NAS's). The VM
+of a restore that is not cleaned up keeps the marked snapshot it was reverted to.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def is_live(parts: Parts, record: RunRecord, now: float) -> bool:
         if record.live_until is not None:
             return now < record.live_until
         return age < parts.config.detached_run_max_age_s
-    return age < parts.config.active_run_max_age_s and _process_alive(record.owner_pid)
+    return age < parts.config.active_run_max_age_s and process_alive(record.owner_pid)
 
 
 def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]]:
@@ -79,6 +80,9 @@ def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]
     swept: list[str] = []
     errors: dict[str, str] = {}
     now = parts.clock()
+    # A restored copy keeps the run's snapshot it was reverted to, until its cleanup.
+    copies = {(r.plan.get("endpoint_id"), r.new_name)
+              for r in parts.journal.restores(10**6, present_only=True)}
     for endpoint_id in parts.connector.endpoint_ids():
         try:
             hv = parts.connector.open(endpoint_id)
@@ -87,6 +91,8 @@ def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]
             continue
         try:
             for moref, (name, snapshots) in hv.all_snapshots().items():
+                if (endpoint_id, name) in copies:
+                    continue
                 for snap in snapshots:
                     run_id = run_id_of(snap.name)
                     if run_id is None or run_id in live_runs:
@@ -107,7 +113,7 @@ def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]
     return swept, errors
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:

@@ -54,8 +54,9 @@ def topology(vmware_rows: Iterable[Mapping[str, Any]],
     return Topology(tuple(mappings), endpoints, passwords, hosts)
 
 
-def storage_facts(call: Call) -> StorageFacts:
-    """Addresses and names of this NAS, dataset mountpoints and zvols' iSCSI NAA ids."""
+def nas_addresses(call: Call) -> list[str]:
+    """The addresses and names ESXi hosts may mount this NAS by: its interfaces' addresses,
+    its host name and its fully qualified name."""
     addresses = [alias["address"] for iface in call("interface.query")
                  for alias in iface["state"]["aliases"] if alias["type"] in ("INET", "INET6")]
     net = call("network.configuration.config")
@@ -63,6 +64,12 @@ def storage_facts(call: Call) -> StorageFacts:
         addresses.append(net["hostname"])
         if net.get("domain"):
             addresses.append(f"{net['hostname']}.{net['domain']}")
+    return addresses
+
+
+def storage_facts(call: Call) -> StorageFacts:
+    """Addresses and names of this NAS, dataset mountpoints and zvols' iSCSI NAA ids."""
+    addresses = nas_addresses(call)
     datasets = call("pool.dataset.query", [], {"extra": {"retrieve_properties": False}})
     mountpoints = {d["name"]: d["mountpoint"] for d in datasets
                    if d.get("type") == "FILESYSTEM" and d.get("mountpoint")}

@@ -119,8 +119,7 @@ class Runtime:
             begin = min(engine.begin_deadline_s, HOOK_BEGIN_DEADLINE_S)
             engine = dataclasses.replace(engine, begin_deadline_s=begin,
                                          vm_deadline_s=min(engine.vm_deadline_s, begin))
-        connector: Connector = FirstUseConnector(topo.endpoints, topo.password_for, self.first_use(topo),
-                                                 topo.hosts, pin=self.pin, notify=self._send_alert_safely)
+        connector: Connector = self.vsphere_connector(topo)
         local = self.local()
         if local is not None:
             from ..libvirt.hypervisor import LibvirtConnector
@@ -133,6 +132,11 @@ class Runtime:
             sessions=self._sessions, libvirt_default_ladder=settings.libvirt_default_ladder,
             local_endpoints=[local.id] if local is not None else [])
         return coordinator, topo
+
+    def vsphere_connector(self, topo: facts.Topology) -> FirstUseConnector:
+        """The mapped vCenters and ESXi hosts, each verified (or pinned on first use)."""
+        return FirstUseConnector(topo.endpoints, topo.password_for, self.first_use(topo), topo.hosts,
+                                 pin=self.pin, notify=self._send_alert_safely)
 
     def local(self) -> LibvirtSettings | None:
         """TrueNAS's libvirt, when its guests are coordinated here."""

@@ -18,7 +18,9 @@ Mirrors TS-25.10.6:
   ``pool.snapshottask.query``, ``zfs.snapshot.create/query/update`` with ``vmware_sync``
   exactly as ``plugins/zfs_/snapshot.py`` does it, ``systemdataset.config``,
   ``interface.query``, ``network.configuration.config``, ``pool.dataset.query``,
-  ``iscsi.extent.query``), backed by the real zfs-fuse pool through the ``zfs`` command.
+  ``iscsi.extent.query``), backed by the real zfs-fuse pool through the ``zfs`` command;
+  ``sharing.nfs``, ``dnsclient.forward_lookup`` and ``service.query`` for restores
+  (``sharing.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import os
 import subprocess
 import threading
 import types
@@ -50,6 +53,7 @@ from .framework import (
     ValidationError,
     ValidationErrors,
 )
+from .sharing import SharingNfs
 
 log = logging.getLogger(__name__)
 METHOD_NOT_FOUND, INVALID_PARAMS, TRUENAS_CALL_ERROR = -32601, -32602, -32001
@@ -65,6 +69,22 @@ def _zfs(*args: str) -> str:
     if proc.returncode != 0:
         raise CallError(f"zfs {' '.join(args)}: {proc.stderr.strip()}")
     return proc.stdout
+
+
+def _exc_info(exc: BaseException | None) -> dict[str, Any] | None:
+    """A failed job's ``exc_info`` as TS-25.10.6 ``job.py`` ``Job.__encode__`` (:624-650) sends it:
+    validation errors as ``VALIDATION`` with ``[[attribute, message, errno]]``."""
+    if exc is None:
+        return None
+    if isinstance(exc, ValidationErrors):
+        return {"repr": repr(exc), "type": "VALIDATION", "errno": None, "extra": [list(e) for e in exc]}
+    if isinstance(exc, ValidationError):
+        return {"repr": repr(exc), "type": "VALIDATION", "errno": exc.errno,
+                "extra": [[exc.attribute, exc.errmsg, exc.errno]]}
+    errno_ = exc.errno if isinstance(exc, CallError) else None
+    extra = exc.extra if isinstance(exc, CallError) else None
+    return {"repr": repr(exc), "type": type(exc).__name__, "errno": errno_,
+            "extra": json.loads(json.dumps(extra, default=str))}
 
 
 class NetworkGeneral:
@@ -260,7 +280,12 @@ class Middleware:
             {"zfs.snapshot": self.zfs_snapshot, "pool.snapshot": PoolSnapshot25(self.zfs_snapshot)}
             if release == "25.10" else {"pool.snapshot": PoolSnapshot26(self)})
         (self.workdir / "system").mkdir(exist_ok=True)
+        self.dns: dict[str, str] = {}   # what the NAS's DNS and host name database resolve
+        self.sharing_nfs = SharingNfs(self.dns, self._mountpoints)
         self.services.update({
+            "sharing.nfs": self.sharing_nfs,
+            "service": _Plain(query=self.sharing_nfs.services),
+            "dnsclient": _Plain(forward_lookup=self.sharing_nfs.forward_lookup),
             "datastore": self.datastore,
             "alert": _Plain(oneshot_create=self.alert.oneshot_create,
                             oneshot_delete=self.alert.oneshot_delete),
@@ -276,7 +301,7 @@ class Middleware:
             "iscsi.extent": _Plain(query=lambda *a: []),
         })
         del self.services["interface.query"]
-        for name in ("alert", "network.general", "datastore", *snapshot_services):
+        for name in ("alert", "network.general", "datastore", "sharing.nfs", *snapshot_services):
             obj = self.services[name]
             if not hasattr(obj, "_config"):
                 obj._config = _Plain._config
@@ -411,9 +436,10 @@ class Middleware:
         return {"jsonrpc": "2.0", "id": id_, "result": json.loads(json.dumps(result, default=_wire))}
 
     def get_jobs(self, filters: list | None = None, options: dict | None = None) -> Any:
-        """core.get_jobs: the jobs with their state, progress, result and error."""
+        """core.get_jobs: the jobs with their state, progress, result, error and ``exc_info``."""
         rows = [{"id": j.id, "method": j.method, "state": j.state, "progress": dict(j.progress),
-                 "result": json.loads(json.dumps(j.result, default=str)), "error": j.error}
+                 "result": json.loads(json.dumps(j.result, default=str)), "error": j.error,
+                 "exc_info": _exc_info(j.exc)}
                 for j in list(self.jobs)]
         return filter_list(rows, filters, options)
 
@@ -436,6 +462,10 @@ class Middleware:
         if isinstance(found, dict):
             return PeriodicSnapshotTaskEntry(**found)
         return [PeriodicSnapshotTaskEntry(**row) for row in found]
+
+    def _mountpoints(self) -> set[str]:
+        out = _zfs("list", "-H", "-o", "mountpoint", "-t", "filesystem")
+        return {os.path.realpath(m) for m in out.split() if m.startswith("/")}
 
     def _datasets(self, filters: list | None = None, options: dict | None = None) -> list[dict[str, Any]]:
         out = _zfs("list", "-H", "-o", "name,mountpoint,type")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -24,6 +25,7 @@ API_KEY = "1-ui-test-key"
 UI_TOKEN = "ui-session-token-for-tests"   # what the TrueNAS web UI keeps in its localStorage
 PAGE = "_plugins/vmware_coord/"
 _READY = re.compile(r"^ui ready url=(\S+) pid=(\d+)$")
+_modules = itertools.count()
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +37,15 @@ def ui_sim(start_vcsim):
 def scenario(ui_sim, zfs_pool) -> dict:
     """A dataset behind an NFS datastore with a few telling VMs."""
     si = inventory.connect_to(ui_sim)
-    dataset = zfs_pool.create_dataset(f"ui{os.getpid()}/nfs01")
+    dataset = zfs_pool.create_dataset(f"ui{os.getpid()}-{next(_modules)}/nfs01")   # one per test module
     datastore = inventory.add_nfs_datastore(si, str(zfs_pool.dataset_mountpoint(dataset)), NAS)
     for name in ("app-01", "app-02"):
         inventory.create_vm(si, f"{datastore}-{name}", datastore)
     gpu = inventory.create_vm(si, f"{datastore}-gpu-01", datastore)
     inventory.add_passthrough(gpu, "GPU 0")
+    hosts = sorted({vm.runtime.host.name for vm in inventory.vms(si)})
     si.content.sessionManager.Logout()
-    return {"dataset": dataset, "datastore": datastore}
+    return {"dataset": dataset, "datastore": datastore, "esx_hosts": hosts}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ Run by the UI tests as a process of its own on 127.0.0.1 (stopped by its pid):
     python -m tests.ui.server --workdir DIR --spec SPEC.json
 
 SPEC holds the vCenter to map (host, port, username, sha256), the datastore and dataset of
-the mapping, and the API key the page signs in with; the vCenter password comes from the
+the mapping, the ESXi host names the NAS resolves (``esx_hosts``: a restore's NFS share
+names its host), and the API key the page signs in with; the vCenter password comes from the
 environment (COORD_UI_VCENTER_PASSWORD), never a file. Once serving, it prints
 ``ui ready url=http://127.0.0.1:PORT/ pid=PID``.
 """
@@ -42,6 +43,7 @@ def prepare(workdir: Path, spec: dict[str, Any]) -> Middleware:
     """A middlewared with the stock plugin and ours, one mapping, and its endpoint pinned."""
     mw, _plugin = harness.start(workdir)
     harness.wait_jobs(mw)
+    mw.dns.update({host: "127.0.0.1" for host in spec.get("esx_hosts", ())})
     harness.add_mapping(mw, spec["host"], spec["username"], os.environ["COORD_UI_VCENTER_PASSWORD"],
                         spec["datastore"], spec["dataset"])
     endpoint = {"hostname": spec["host"], "port": spec["port"], "connect_timeout_seconds": 5,

@@ -50,6 +50,10 @@ def vms(si: vim.ServiceInstance) -> list[vim.VirtualMachine]:
     return _objects(si, vim.VirtualMachine)
 
 
+def datastores(si: vim.ServiceInstance) -> list[vim.Datastore]:
+    return _objects(si, vim.Datastore)
+
+
 def vm_named(si: vim.ServiceInstance, name: str) -> vim.VirtualMachine:
     for vm in vms(si):
         if vm.name == name:

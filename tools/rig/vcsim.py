@@ -139,9 +139,52 @@ PATCHES: tuple[tuple[str, str, str], ...] = (
         "\t\t},\n\t}\n}\n",
         "\treturn coordRun(vm, method, task, vm)\n}\n",
     ),
+    # The .vmsd double (coord_vmsd.go): the snapshot tree and devices written next to the
+    # .vmx on every change of the tree, read back by RegisterVM_Task.
+    (
+        "virtual_machine.go",
+        "\t\tMap.Update(vm, changes)\n\n\t\treturn snapshot.Self, nil\n",
+        "\t\tMap.Update(vm, changes)\n\t\tcoordWriteVmsd(vm)\n\n\t\treturn snapshot.Self, nil\n",
+    ),
+    (
+        "snapshot.go",
+        "\t\t\tMap.Get(req.This).(*VirtualMachineSnapshot).removeSnapshotFiles(ctx)\n\n"
+        "\t\t\tMap.Update(vm, changes)\n",
+        "\t\t\tMap.Get(req.This).(*VirtualMachineSnapshot).removeSnapshotFiles(ctx)\n\n"
+        "\t\t\tMap.Update(vm, changes)\n\t\t\tcoordWriteVmsd(vm)\n",
+    ),
+    (
+        "snapshot.go",
+        '\t\t\t\t{Name: "snapshot.currentSnapshot", Val: v.Self},\n\t\t\t})\n',
+        '\t\t\t\t{Name: "snapshot.currentSnapshot", Val: v.Self},\n\t\t\t})\n\t\t\tcoordWriteVmsd(vm)\n',
+    ),
+    (
+        "folder.go",
+        "\treturn create.Info.Result, nil\n}\n",
+        "\treturn coordRegistered(create.Info.Result, c.req.Path)\n}\n",
+    ),
+    # RegisterVM_Task of a VM under a new name: ESXi makes a missing .nvram afresh.
+    (
+        "virtual_machine.go",
+        "\t\tf, err := vm.createFile(file.spec, file.name, register)\n",
+        "\t\tf, err := coordRegisterFile(vm, file.spec, file.name, register)\n",
+    ),
+    # The "moved or copied?" question on a copied VM's first power-on.
+    (
+        "virtual_machine.go",
+        "\trunner := &powerVMTask{vm, types.VirtualMachinePowerStatePoweredOn, ctx}\n",
+        "\tif body := coordQuestionPowerOn(ctx, vm); body != nil {\n\t\treturn body\n\t}\n"
+        "\trunner := &powerVMTask{vm, types.VirtualMachinePowerStatePoweredOn, ctx}\n",
+    ),
+    # CreateNasDatastore with a datastore name as localPath, as ESXi takes it.
+    (
+        "host_datastore_system.go",
+        "\t\t\tUrl: c.Spec.LocalPath,\n",
+        "\t\t\tUrl: coordNasURL(c.Spec),\n",
+    ),
 )
 
-ADDED_FILES = {"zz_coord_hooks.go": "coord_hooks.go"}
+ADDED_FILES = {"zz_coord_hooks.go": "coord_hooks.go", "zz_coord_vmsd.go": "coord_vmsd.go"}
 
 # Build variants: the patches each leaves out. "rig" is what every test runs against.
 VARIANTS: dict[str, tuple[tuple[str, str, str], ...]] = {"rig": (), "stock-wait": (PROMPT_WAIT,)}

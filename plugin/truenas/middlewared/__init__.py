@@ -1,9 +1,10 @@
 """What middlewared loads: the only modules of this package that import ``middlewared``.
 
 ``tables`` (datastore models), ``models`` (API models), ``services`` (the ``vmware_coord``
-services), ``alert_classes`` and ``takeover`` (the stock hooks' replacement). Everything
-they delegate to lives in ``truenas_vmware_coord.truenas`` and is testable without
-middlewared. ``truenas_vmware_coord.vmware_coord`` gathers them for the loader.
+services; ``restore_methods``, the restore part of ``vmware_coord``), ``alert_classes`` and
+``takeover`` (the stock hooks' replacement). Everything they delegate to lives in
+``truenas_vmware_coord.truenas`` and is testable without middlewared.
+``truenas_vmware_coord.vmware_coord`` gathers them for the loader.
 
 What was verified in the TrueNAS source (truenas/middleware at tag TS-25.10.6, paths under
 ``src/middlewared/middlewared/``; zettarepl at its TS-25.10.x tags):
@@ -56,4 +57,12 @@ What was verified in the TrueNAS source (truenas/middleware at tag TS-25.10.6, p
   alembic migrations only run at install/upgrade). ``plugins/network_/activity.py``:
   ``can_perform_activity`` / ``will_perform_activity``.
   ``plugins/system_dataset/utils.py``: ``SYSDATASET_PATH = '/var/db/system'``.
+- ``plugins/nfs.py`` ``SharingNFSService`` (namespace ``sharing.nfs``, models
+  ``api/v25_10_0/nfs.py``): ``create(data)`` with ``path``, ``hosts`` (names must resolve
+  through ``dnsclient.forward_lookup``, else "Unable to resolve host"), ``maproot_user``/
+  ``maproot_group``, ``comment``; the path must be in a pool; reloads NFS only when the
+  service runs (``service/service_mixin.py``); ``delete(id)`` of an unknown id is
+  ``InstanceNotFound``. ``etc_files/exports.mako``: maproot uid and gid 0 is ``no_root_squash``.
+  ``job.py`` ``Job.__encode__``: a job's ValidationErrors reach ``core.get_jobs`` as
+  ``exc_info`` ``{"type": "VALIDATION", "extra": [[attribute, message, errno], ...]}``.
 """

@@ -19,6 +19,7 @@ import types
 from middlewared.api.base import BaseModel
 
 API_MODULE = "middlewared.api.vmware_coord"
+ROLE_READ, ROLE_WRITE = ["SNAPSHOT_TASK_READ"], ["SNAPSHOT_TASK_WRITE"]   # what snapshot tasks need
 
 
 def _publish(*models: type) -> None:
@@ -219,6 +220,87 @@ class VMwareCoordCheckPrivilegesArgs(BaseModel):
 
 
 class VMwareCoordCheckPrivilegesResult(BaseModel):
+    result: dict
+
+
+class VMwareCoordRestoreSnapshotsArgs(BaseModel):
+    dataset: str
+    """A dataset; its coordinated snapshots are listed, newest first."""
+
+
+class VMwareCoordRestoreSnapshotsResult(BaseModel):
+    result: list[dict]
+
+
+class VMwareCoordRestorePreviewArgs(BaseModel):
+    snapshot: str
+    """A coordinated ZFS snapshot, ``dataset@name``."""
+    host: str | None = None
+    """The ESXi host to restore on; default: each VM's own, else one that mounts this NAS."""
+
+
+class VMwareCoordRestorePreviewResult(BaseModel):
+    result: dict
+
+
+class VMwareCoordRestoreRequest(BaseModel):
+    snapshot: str
+    """A coordinated ZFS snapshot, ``dataset@name``."""
+    vm: str
+    """The VM's name in the snapshot's manifest."""
+    new_name: str | None = None
+    """Default: ``<vm>-restored-<restore id>``."""
+    host: str | None = None
+    power_on: bool = False
+    connect_network: bool = False
+    """Whether the copy's NICs connect at power-on (off: it must not take its original's address)."""
+
+
+class VMwareCoordRestoreArgs(BaseModel):
+    vmware_coord_restore: VMwareCoordRestoreRequest
+
+
+class VMwareCoordRestoreResult(BaseModel):
+    result: dict
+
+
+class VMwareCoordRestoreListArgs(BaseModel):
+    limit: int = 50
+
+
+class VMwareCoordRestoreListResult(BaseModel):
+    result: list[dict]
+
+
+class VMwareCoordRestoreGetArgs(BaseModel):
+    restore_id: str
+
+
+class VMwareCoordRestoreGetResult(BaseModel):
+    result: dict
+
+
+class VMwareCoordRestoreCleanupArgs(BaseModel):
+    restore_id: str
+    force: bool = False
+    """Power the copy off when it is on (else a copy that is on is refused: it may be in use)."""
+
+
+class VMwareCoordRestoreCleanupResult(BaseModel):
+    result: dict
+
+
+class VMwareCoordRestoreAttachDiskArgs(BaseModel):
+    restore_id: str
+    disk: int
+    """The copy's disk, by its position (0 is the first)."""
+    to: str
+    """The VM to attach it to, on the copy's host."""
+    writable: bool = False
+    """Off: attached independent non-persistent, so what the VM writes is thrown away."""
+
+
+class VMwareCoordRestoreAttachDiskResult(BaseModel):
     result: dict
 
 

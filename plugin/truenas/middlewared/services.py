@@ -1,5 +1,6 @@
 """The ``vmware_coord`` services: policies, settings, endpoints, and the coordination itself
-(plan, run, reconcile, history, privileges, and the bodies of the stock hooks)."""
+(plan, run, reconcile, history, privileges, restores (``restore_methods.py``), and the
+bodies of the stock hooks)."""
 
 import contextlib
 import logging
@@ -29,10 +30,13 @@ from ...vsphere.tls import normalize_fingerprint, server_fingerprint
 from ..alerts import TAKEOVER, AlertOp
 from ..facts import endpoint_document
 from ..policy_store import DatastorePolicyRepository, row_to_policy
+from ..restores import Restores
 from ..runtime import ENDPOINT_TABLE, Runtime, config_document
 from . import page
 from .alert_classes import sender
 from .models import (
+    ROLE_READ,
+    ROLE_WRITE,
     VMwareCoordCheckPrivilegesArgs,
     VMwareCoordCheckPrivilegesResult,
     VMwareCoordClearDatasetFlagsArgs,
@@ -71,11 +75,11 @@ from .models import (
     VMwareCoordRunsArgs,
     VMwareCoordRunsResult,
 )
+from .restore_methods import RestoreMethods
 from .tables import table_ddl
 from .takeover import TAKEOVER_PROBLEMS, VM_TAKEOVER_PROBLEMS
 
 log = logging.getLogger(__name__)
-ROLE_READ, ROLE_WRITE = ["SNAPSHOT_TASK_READ"], ["SNAPSHOT_TASK_WRITE"]
 ENDPOINT_SETTINGS = ("port", "tls", "connect_timeout_seconds", "read_timeout_seconds", "limits")
 
 
@@ -272,8 +276,8 @@ class VMwareCoordEndpointService(CRUDService):
         return {"hostname": hostname, "port": port, "sha256_fingerprint": value}
 
 
-class VMwareCoordService(Service):
-    """Coordinated VMware + ZFS snapshots: plan, run, reconcile, history, privileges."""
+class VMwareCoordService(RestoreMethods, Service):
+    """Coordinated VMware + ZFS snapshots: plan, run, reconcile, history, privileges, restores."""
 
     class Config:
         namespace = "vmware_coord"
@@ -283,6 +287,7 @@ class VMwareCoordService(Service):
         super().__init__(*args, **kwargs)
         self.runtime = Runtime(self.middleware.call_sync, send_alert=sender(self.middleware.call_sync),
                                local_guests=not VM_TAKEOVER_PROBLEMS)
+        self.restores = Restores(self.runtime, self.middleware.call_sync)
         self.last_reconcile = 0.0
         page.add_route(self.middleware)   # now: the router is frozen before setup()
 
@@ -316,9 +321,13 @@ class VMwareCoordService(Service):
     @api_method(VMwareCoordReconcileArgs, VMwareCoordReconcileResult, roles=ROLE_WRITE)
     @job(lock="vmware_coord_reconcile", lock_queue_size=1)
     def reconcile(self, job: Any) -> dict[str, Any]:
-        """Finish interrupted runs; remove this product's VMware snapshots that no run owns."""
+        """Finish interrupted runs; remove this product's VMware snapshots that no run owns;
+        finish or undo interrupted restores."""
         job.set_progress(10, "reconciling")
         result = self.runtime.reconcile()
+        if "skipped" not in result:   # VMware activity blocked: restores wait too
+            job.set_progress(70, "settling interrupted restores")
+            result["restores"] = self.restores.reconcile()
         self.last_reconcile = time.monotonic()
         job.set_progress(100, f"still open: {result.get('still_open', 0)}")
         return result

@@ -1,0 +1,256 @@
+"""Restore one VM of a coordinated ZFS snapshot beside its original, in one call.
+
+Everything is checked before anything is made (the snapshot and its manifest, the VM in
+it, the new name, the host and whether it can mount this NAS), each problem an
+``InvalidInput`` naming the field. Then, each step journaled first: clone the snapshot
+(never touching it or its dataset), share the clone over NFS, mount it on the host as a new
+datastore, register the VM from it under the new name, revert it to the VMware snapshot
+the run made (a crash-consistent or powered-off VM has none: its disks are the point),
+set its NICs not to connect (unless asked), and power it on only when asked, answering
+"I copied it" so it gets a new identity. A step that fails takes away everything made
+before it; a process that dies is finished or undone by ``reconcile_restores``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from ..domain import restore as names
+from ..domain.errors import InvalidInput
+from ..domain.model import Provider
+from ..domain.restore import RestorePlan, RestoreRequest, RestoreState, RestoreStep, point_of
+from ..domain.zfs_names import snapshot_problem
+from ..engine.context import snapshot_name
+from ..engine.journal import JournalError, RunRecord
+from ..engine.ports import describe
+from ..zfs import clone as zfs_clone
+from ..zfs.snapshot import PROP_RUN, get_properties
+from . import history
+from .restore_ports import HostInfo, RestoreHypervisor
+from .restore_steps import (
+    Progress,
+    RestoreFailed,
+    RestoreParts,
+    RestoreResult,
+    finish_state,
+    journaled,
+    no_progress,
+    record_of,
+    take_away,
+)
+
+
+def snapshot_run(parts: RestoreParts, snapshot: str) -> RunRecord:
+    """The coordinated run that took ``snapshot`` (its manifest), or why there is none."""
+    dataset, _, name = snapshot.partition("@")
+    problem = snapshot_problem(dataset, name) if name else "is not DATASET@SNAPSHOT"
+    if problem:
+        raise InvalidInput.single("snapshot", f"'{snapshot}' {problem}")
+    if not zfs_clone.exists(parts.shell, snapshot):
+        raise InvalidInput.single("snapshot", f"{snapshot} does not exist")
+    if zfs_clone.kind(parts.shell, dataset) != "filesystem":
+        raise InvalidInput.single("snapshot", f"{dataset} is a zvol (a VMFS datastore): restore covers NFS "
+                                              "datastores; the VMFS path is not built")
+    record = history.find_run(parts.journal, snapshot,
+                              lambda s: get_properties(parts.shell, s, [PROP_RUN]).get(PROP_RUN) or None)
+    if record is None:
+        raise InvalidInput.single("snapshot", (
+            f"{snapshot} has no manifest of this product: it was not taken by a coordinated run "
+            f"(no {PROP_RUN} property), or its run is not in this journal"))
+    return record
+
+
+def _manifest_entry(parts: RestoreParts, request: RestoreRequest) -> tuple[str, dict]:
+    """The run id and the VM's manifest entry, from the snapshot's run."""
+    snapshot = request.snapshot
+    record = snapshot_run(parts, snapshot)
+    entries = [v for v in record.document.get("vms", ()) if v.get("name") == request.vm]
+    if not entries:
+        known = ", ".join(sorted(v.get("name", "?") for v in record.document.get("vms", ()))) or "none"
+        raise InvalidInput.single("--vm", f"no VM named '{request.vm}' in the manifest of {snapshot} "
+                                          f"(its VMs: {known})")
+    if len(entries) > 1:
+        raise InvalidInput.single("--vm", f"{len(entries)} VMs are named '{request.vm}' in the manifest of "
+                                          f"{snapshot}; rename one and restore by the other's name")
+    entry = entries[0]
+    if entry.get("provider", Provider.VSPHERE) != Provider.VSPHERE:
+        raise InvalidInput.single("--vm", f"'{request.vm}' is a libvirt guest: restore covers VMware VMs")
+    return record.run_id, entry
+
+
+def _host(parts: RestoreParts, hosts: list[HostInfo], request: RestoreRequest,
+          entry: dict) -> tuple[HostInfo, str]:
+    """The host to mount the clone on, and the NAS address it reaches this NAS by."""
+    if not parts.nas_addresses:
+        raise InvalidInput.single("config.nas.addresses", "give the addresses ESXi hosts mount this NAS by: "
+                                                          "a restore mounts the clone there")
+    by_name = {h.name: h for h in hosts}
+    reachable = [h for h in hosts if h.connected and set(h.nfs_servers) & set(parts.nas_addresses)]
+    if request.host is not None:
+        host = by_name.get(request.host)
+        if host is None:
+            raise InvalidInput.single("--host", f"no host named '{request.host}' (hosts: "
+                                                f"{', '.join(sorted(by_name)) or 'none'})")
+    else:
+        host = next((h for h in hosts if h.moref == entry.get("host")), None) or (reachable or [None])[0]
+        if host is None:
+            raise InvalidInput.single("--host", "no connected host mounts an NFS datastore from this NAS "
+                                                f"({', '.join(parts.nas_addresses)}): give one with --host")
+    if not host.connected:
+        raise InvalidInput.single("--host", f"{host.name} is not connected, or is in maintenance mode")
+    served = [a for a in parts.nas_addresses if a in host.nfs_servers]
+    if not served:
+        others = ", ".join(h.name for h in reachable) or "none"
+        raise InvalidInput.single("--host", (
+            f"{host.name} mounts no NFS datastore from this NAS ({', '.join(parts.nas_addresses)}), so it "
+            f"may not reach it; hosts that do: {others}"))
+    return host, served[0]
+
+
+def plan_restore(parts: RestoreParts, hv: RestoreHypervisor, request: RestoreRequest, run_id: str,
+                 entry: dict, restore_id: str) -> RestorePlan:
+    """Check everything a restore needs before anything is made."""
+    dataset = request.snapshot.partition("@")[0]
+    new_name = request.new_name or names.default_name(request.vm, restore_id)
+    if not new_name.strip() or len(new_name) > 80:
+        raise InvalidInput.single("--as", "give a VM name of 1 to 80 characters")
+    if hv.find_vm(new_name):
+        raise InvalidInput.single("--as", f"a VM named '{new_name}' exists already")
+    original = hv.layout(entry["moref"])
+    if original is not None:
+        where = names.datastore_path(original.vmx_path)
+        if where is None:
+            raise InvalidInput.single("--vm", f"'{request.vm}' has no .vmx path vSphere can say")
+        source_ds, vmx = where
+        subdir = _export_subdir(parts, hv, request.vm, dataset, source_ds)
+        elsewhere = sorted({d for d in original.disks if not d.startswith(f"[{source_ds}]")})
+        if elsewhere:
+            raise InvalidInput.single("--vm", (
+                f"'{request.vm}' has disks on other datastores than its .vmx's ({', '.join(elsewhere)}): the "
+                f"clone of {dataset} has only [{source_ds}], and registering it would share the others "
+                "with the running original"))
+    else:   # the original is gone: vSphere's own layout, checked by the registration
+        source_ds, vmx, subdir = dataset.rsplit("/", 1)[-1], f"{request.vm}/{request.vm}.vmx", ""
+    host, address = _host(parts, hv.hosts(), request, entry)
+    datastore = names.datastore_name(source_ds, restore_id)
+    if hv.find_datastore(datastore):
+        raise InvalidInput.single("restore", f"a datastore named {datastore} exists already; try again")
+    clone = names.clone_name(dataset, restore_id)
+    if zfs_clone.exists(parts.shell, clone):
+        raise InvalidInput.single("restore", f"{clone} exists already; try again")
+    revert_to, point = point_of(entry)
+    if revert_to is not None and revert_to != snapshot_name(run_id):
+        raise InvalidInput.single("--vm", f"the manifest names the VMware snapshot {revert_to}, which does "
+                                          f"not carry this run's marker {snapshot_name(run_id)}")
+    return RestorePlan(
+        restore_id=restore_id, run_id=run_id, snapshot=request.snapshot, endpoint_id=entry["endpoint_id"],
+        vm_name=request.vm, vm_moref=entry["moref"], new_name=new_name, host_moref=host.moref,
+        host_name=host.name, clone=clone, datastore=datastore, nas_address=address, vmx_path=vmx,
+        revert_to=revert_to, point=point, power_on=request.power_on, connect_network=request.connect_network,
+        export_subdir=subdir)
+
+
+def _export_subdir(parts: RestoreParts, hv: RestoreHypervisor, vm: str, dataset: str, datastore: str) -> str:
+    """Where the VM's datastore is within ``dataset`` ("": its mountpoint): refused when the
+    dataset does not hold it (the VM's .vmx is on another dataset's datastore)."""
+    export = hv.nfs_export(datastore)
+    if export is None:
+        raise InvalidInput.single("--vm", f"'{vm}' has its .vmx on {datastore}, which is not an NFS "
+                                          "datastore: restore covers NFS datastores")
+    mountpoint = zfs_clone.mountpoint(parts.shell, dataset).rstrip("/")
+    export = export.rstrip("/")
+    if export == mountpoint:
+        return ""
+    if export.startswith(f"{mountpoint}/"):
+        return export[len(mountpoint) + 1:]
+    raise InvalidInput.single("--vm", (
+        f"'{vm}' has its .vmx on datastore {datastore} ({export}), which {dataset} (at {mountpoint}) does "
+        f"not hold: restore it from a snapshot of the dataset behind {datastore}"))
+
+
+def restore(parts: RestoreParts, request: RestoreRequest, progress: Progress = no_progress) -> RestoreResult:
+    """Restore the VM; raises ``InvalidInput`` (nothing made) or ``RestoreFailed`` (what was
+    made is taken away again, or left for cleanup when it cannot be)."""
+    progress(0, f"checking {request.snapshot} and {request.vm}")
+    run_id, entry = _manifest_entry(parts, request)
+    restore_id = secrets.token_hex(4)
+    hv = parts.open_endpoint(entry["endpoint_id"])
+    try:
+        plan = plan_restore(parts, hv, request, run_id, entry, restore_id)
+        parts.journal.start_restore(plan.to_dict(), parts.clock(), os.getpid())
+        try:
+            notes = _read_back(hv, _make(parts, hv, plan, progress))
+        except (JournalError, KeyboardInterrupt):
+            raise   # the journal is unusable or the user stopped: reconcile decides later
+        except Exception as exc:  # noqa: BLE001 - everything made is taken away again
+            message = describe(exc)
+            record = record_of(parts.journal, plan.restore_id)
+            problems = take_away(parts, hv, record, force=True)
+            record = finish_state(parts, record, problems, RestoreState.UNDONE, error=message)
+            left = (f"; not taken away: {'; '.join(problems)} ('restore cleanup {restore_id}')" if problems
+                    else "; everything it made was taken away again")
+            raise RestoreFailed(f"restore {restore_id} failed: {message}{left}",
+                                RestoreResult.of(record)) from None
+    finally:
+        hv.close()
+    parts.journal.set_restore_state(plan.restore_id, RestoreState.RESTORED, parts.clock())
+    progress(100, f"{plan.new_name} restored: {plan.point}")
+    return RestoreResult.of(record_of(parts.journal, plan.restore_id), notes)
+
+
+def _read_back(hv: RestoreHypervisor, vm: str) -> tuple[str, ...]:
+    """What vSphere says of the copy now (what a person checks, not what was asked)."""
+    layout = hv.layout(vm)
+    if layout is None:
+        return ("the copy could not be read back",)
+    connecting = sum(layout.nics_start_connected)
+    return (f"read back: current snapshot {layout.current_snapshot or 'none'}, {layout.power_state.value}, "
+            f"{connecting} of {len(layout.nics_start_connected)} NIC(s) connect at power-on",
+            f"disks: {', '.join(layout.disks) or 'none'}")
+
+
+def _make(parts: RestoreParts, hv: RestoreHypervisor, plan: RestorePlan, progress: Progress) -> str:
+    """Every step; returns the copy's moref."""
+    rid = plan.restore_id
+    progress(10, f"cloning {plan.snapshot} to {plan.clone}")
+    journaled(parts, rid, RestoreStep.CLONE, lambda: zfs_clone.clone(parts.shell, plan.snapshot, plan.clone),
+              plan.clone)
+    root = zfs_clone.mountpoint(parts.shell, plan.clone).rstrip("/")
+    export = f"{root}/{plan.export_subdir}" if plan.export_subdir else root
+    progress(25, f"sharing {export} with {plan.host_name}")
+    journaled(parts, rid, RestoreStep.SHARE,
+              lambda: parts.sharing.share(plan.clone, export, (plan.host_name,)))
+    progress(40, f"mounting {plan.nas_address}:{export} on {plan.host_name} as {plan.datastore}")
+    journaled(parts, rid, RestoreStep.DATASTORE,
+              lambda: hv.mount_nfs(plan.host_moref, plan.nas_address, export, plan.datastore))
+    return finish(parts, hv, plan, progress)
+
+
+def finish(parts: RestoreParts, hv: RestoreHypervisor, plan: RestorePlan, progress: Progress,
+           vm: str | None = None, power_on: bool | None = None) -> str:
+    """The steps from the registration on (``vm``: registered already, by an interrupted
+    restore that reconcile finishes; it never powers a VM on)."""
+    rid = plan.restore_id
+    if vm is None:
+        progress(55, f"registering {plan.vmx_datastore_path} as {plan.new_name}")
+        vm = journaled(parts, rid, RestoreStep.REGISTER,
+                       lambda: hv.register(plan.vmx_datastore_path, plan.new_name, plan.host_moref))
+    assert vm is not None
+    if plan.revert_to:
+        layout = hv.layout(vm)
+        marked = [s for s in (layout.snapshots if layout else ()) if s.name == plan.revert_to]
+        if not marked:
+            raise LookupError(f"{plan.new_name} has no VMware snapshot {plan.revert_to}: its .vmsd in the "
+                              "snapshot did not record it")
+        target = max(marked, key=lambda s: s.create_time)
+        progress(70, f"reverting {plan.new_name} to {plan.revert_to}")
+        journaled(parts, rid, RestoreStep.REVERT, lambda: hv.revert(target.moref), target.moref)
+    if not plan.connect_network:
+        progress(80, f"setting the NICs of {plan.new_name} not to connect")
+        journaled(parts, rid, RestoreStep.NETWORK, lambda: str(hv.disconnect_network(vm)))
+    if plan.power_on if power_on is None else power_on:
+        progress(90, f"powering {plan.new_name} on")
+        journaled(parts, rid, RestoreStep.POWER_ON,
+                  lambda: hv.power_on(vm, parts.power_on_timeout_s) or "no question", vm)
+    return vm

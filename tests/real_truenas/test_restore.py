@@ -1,0 +1,48 @@
+"""The restore methods in the real middlewared: the preview of a coordinated snapshot, a
+restore job refused before anything is made (its error on the API's field, through the real
+job framework), and an unknown restore as the real framework answers "not found"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .conftest import zfs
+
+
+def test_restore_preview_then_a_refused_restore_job_makes_nothing(
+    api: Any, info: dict[str, Any], mapping: dict[str, Any], vms: dict[str, list[str]], observe: Any
+) -> None:
+    dataset = info["datastores"]["nfs01"]["dataset"]
+    report = api.call("vmware_coord.run", dataset, False, "restore-source", job=True)
+    snapshot = report["snapshot"]
+    listed = api.call("vmware_coord.restore_snapshots", dataset)
+    observe("vmware_coord.restore_snapshots result", listed)
+    assert snapshot in [s["snapshot"] for s in listed]
+
+    preview = api.call("vmware_coord.restore_preview", snapshot)
+    observe("vmware_coord.restore_preview result", preview)
+    assert sorted(vm["name"] for vm in preview["vms"]) == vms["nfs01"]
+    for vm in preview["vms"]:
+        assert vm["revert_to"] == f"truenas-vmware-coord:{report['run_id']}", vm
+        assert "reverted to" in vm["point"] and vm["problem"] is None and vm["host"] in vm["hosts"], vm
+
+    before = zfs("list", "-H", "-o", "name", "-t", "all")
+    # What TrueNAS's sharing.nfs would refuse (the NFS service not running here, or a host name
+    # the NAS cannot resolve) is refused before anything is made, on the request's host field.
+    refused = api.error("vmware_coord.restore", {"snapshot": snapshot, "vm": "app-01"}, job=True)
+    observe("vmware_coord.restore refused", refused)
+    assert refused["type"] == "ValidationErrors", refused
+    assert [e[0] for e in refused["errors"]] == ["vmware_coord_restore.host"], refused
+    assert zfs("list", "-H", "-o", "name", "-t", "all") == before
+    assert api.call("vmware_coord.restore_list") == []
+
+    unknown = api.error("vmware_coord.restore", {"snapshot": snapshot, "vm": "nosuch"}, job=True)
+    observe("vmware_coord.restore unknown vm", unknown)
+    assert [e[0] for e in unknown["errors"]] == ["vmware_coord_restore.vm"], unknown
+
+
+def test_an_unknown_restore_is_not_found(api: Any, observe: Any) -> None:
+    missing = api.error("vmware_coord.restore_get", "nosuch")
+    observe("vmware_coord.restore_get unknown", missing)
+    assert missing["type"] == "ValidationErrors" and missing["errors"][0][0] is None, missing
+    assert missing["errors"][0][2] == 2 and "nosuch" in missing["errors"][0][1], missing
