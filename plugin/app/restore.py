@@ -79,6 +79,16 @@ def _manifest_entry(parts: RestoreParts, request: RestoreRequest) -> tuple[str, 
     return record.run_id, entry
 
 
+def _files_at_snapshot(hv: RestoreHypervisor, entry: dict) -> tuple[str | None, tuple[str, ...]]:
+    """The VM's .vmx and disks as the manifest recorded them when the snapshot was taken (the
+    VM may have moved since); for a manifest from before they were recorded, where the VM is
+    now; (None, ()) when neither is known."""
+    if entry.get("vmx_path"):
+        return entry["vmx_path"], tuple(entry.get("disk_files") or ())
+    original = hv.layout(entry["moref"])
+    return (original.vmx_path, tuple(original.disks)) if original is not None else (None, ())
+
+
 def _host(parts: RestoreParts, hosts: list[HostInfo], request: RestoreRequest,
           entry: dict) -> tuple[HostInfo, str]:
     """The host to mount the clone on, and the NAS address it reaches this NAS by."""
@@ -117,20 +127,20 @@ def plan_restore(parts: RestoreParts, hv: RestoreHypervisor, request: RestoreReq
         raise InvalidInput.single("--as", "give a VM name of 1 to 80 characters")
     if hv.find_vm(new_name):
         raise InvalidInput.single("--as", f"a VM named '{new_name}' exists already")
-    original = hv.layout(entry["moref"])
-    if original is not None:
-        where = names.datastore_path(original.vmx_path)
+    vmx_path, disks = _files_at_snapshot(hv, entry)
+    if vmx_path is not None:
+        where = names.datastore_path(vmx_path)
         if where is None:
             raise InvalidInput.single("--vm", f"'{request.vm}' has no .vmx path vSphere can say")
         source_ds, vmx = where
         subdir = _export_subdir(parts, hv, request.vm, dataset, source_ds)
-        elsewhere = sorted({d for d in original.disks if not d.startswith(f"[{source_ds}]")})
+        elsewhere = sorted({d for d in disks if not d.startswith(f"[{source_ds}]")})
         if elsewhere:
             raise InvalidInput.single("--vm", (
                 f"'{request.vm}' has disks on other datastores than its .vmx's ({', '.join(elsewhere)}): the "
                 f"clone of {dataset} has only [{source_ds}], and registering it would share the others "
                 "with the running original"))
-    else:   # the original is gone: vSphere's own layout, checked by the registration
+    else:   # neither recorded nor there any more: vSphere's own layout, checked by the registration
         source_ds, vmx, subdir = dataset.rsplit("/", 1)[-1], f"{request.vm}/{request.vm}.vmx", ""
     host, address = _host(parts, hv.hosts(), request, entry)
     datastore = names.datastore_name(source_ds, restore_id)

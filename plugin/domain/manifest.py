@@ -64,6 +64,9 @@ class VmOutcome:
     consolidation_needed: bool | None = None
     provider: Provider = Provider.VSPHERE
     answer: str | None = None        # what the hypervisor answered when the strategy worked
+    # Where the VM's files were when the snapshot was taken: what a restore registers from.
+    vmx_path: str | None = None      # "[ds] dir/vm.vmx"
+    disk_files: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def compliant(self) -> bool:
@@ -87,6 +90,7 @@ class VmOutcome:
             "create_latency_s": _round(self.create_latency_s), "lifetime_s": _round(self.lifetime_s),
             "undo": self.undo, "consolidation_needed": self.consolidation_needed,
             "provider": self.provider.value, "answer": self.answer,
+            "vmx_path": self.vmx_path, "disk_files": list(self.disk_files),
         }
 
     @staticmethod
@@ -104,7 +108,8 @@ class VmOutcome:
             snapshot_name=d.get("snapshot_name"), snapshot_moref=d.get("snapshot_moref"),
             create_latency_s=d.get("create_latency_s"), lifetime_s=d.get("lifetime_s"),
             undo=d.get("undo"), consolidation_needed=d.get("consolidation_needed"),
-            provider=Provider(d.get("provider", Provider.VSPHERE)), answer=d.get("answer"))
+            provider=Provider(d.get("provider", Provider.VSPHERE)), answer=d.get("answer"),
+            vmx_path=d.get("vmx_path"), disk_files=list(d.get("disk_files", ())))
 
 
 def _round(value: float | None) -> float | None:

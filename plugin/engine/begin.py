@@ -110,7 +110,8 @@ def _begin(parts: Parts, run: _Run, context: RunContext) -> None:
             instance_uuid=vp.facts.instance_uuid, host=vp.facts.host,
             datastores=list(vp.facts.datastores), mapping_ids=list(vp.mapping_ids),
             policy=res.policy_label, ladder=list(res.ladder), required=res.required,
-            reasons=[*(p.reason for p in res.pruned), *res.notes], provider=vp.facts.provider)
+            reasons=[*(p.reason for p in res.pruned), *res.notes], provider=vp.facts.provider,
+            vmx_path=vp.facts.vmx_path, disk_files=[d.file for d in vp.facts.disks])
         context.vms.append(outcome)
         if not res.ladder:
             outcome.consistency = Consistency.POWERED_OFF

@@ -231,6 +231,10 @@ def test_the_stored_manifest_follows_the_run_report_schema(env):
     validator.validate(stored.context)
     assert stored.snapshot == f"{env.dataset}@schema"
     assert all(v["consolidation_needed"] is False for v in stored.manifest["vms"] if v["undo"])
+    # Where each VM's files were, for a restore from this snapshot (the simulator's layout).
+    ok = next(v for v in stored.manifest["vms"] if v["name"].endswith("ok"))
+    assert ok["vmx_path"].endswith(f"{ok['name']}.vmx") and ok["disk_files"]
+    assert all(f.startswith(ok["vmx_path"].split("]")[0] + "]") for f in ok["disk_files"])
 
 
 def test_begin_and_end_are_idempotent(env):

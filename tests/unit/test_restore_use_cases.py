@@ -110,6 +110,20 @@ def test_disks_on_another_datastore_are_refused(tmp_path, hv, zfs):
         restore(restore_parts(tmp_path, hv, zfs), RestoreRequest(SNAPSHOT, "app"))
 
 
+def test_the_files_are_taken_from_where_the_manifest_recorded_them_not_where_the_vm_is_now(
+        tmp_path, hv, zfs):
+    # Moved (storage vMotion) after the snapshot: the clone holds it where it was then.
+    hv.vms["vm-1"].vmx_path, hv.vms["vm-1"].disks = "[san01] app/app.vmx", ["[san01] app/app.vmdk"]
+    recorded = manifest_entry(vmx_path="[nfs01] app/app.vmx", disk_files=["[nfs01] app/app.vmdk"])
+    result = restore(restore_parts(tmp_path, hv, zfs, [recorded]), RestoreRequest(SNAPSHOT, "app"))
+    assert hv.vms[result.vm_moref].vmx_path == f"[{result.plan.datastore}] app/app.vmx"
+    # A disk that was elsewhere at snapshot time is refused although the VM has none there now.
+    elsewhere = manifest_entry(vmx_path="[nfs01] app/app.vmx",
+                               disk_files=["[nfs01] app/app.vmdk", "[san01] app/data.vmdk"])
+    with pytest.raises(InvalidInput, match=r"disks on other datastores .*\[san01\]"):
+        restore(restore_parts(tmp_path / "2", hv, zfs, [elsewhere]), RestoreRequest(SNAPSHOT, "app"))
+
+
 def test_restore_journals_each_step_reverts_to_the_marker_and_leaves_nics_off(tmp_path, hv, zfs):
     parts = restore_parts(tmp_path, hv, zfs)
     seen: list[int] = []
