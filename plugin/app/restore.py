@@ -20,6 +20,7 @@ from ..domain import restore as names
 from ..domain.errors import InvalidInput
 from ..domain.model import Provider
 from ..domain.restore import RestorePlan, RestoreRequest, RestoreState, RestoreStep, point_of
+from ..domain.selection import parse_datastore_path
 from ..domain.zfs_names import snapshot_problem
 from ..engine.context import snapshot_name
 from ..engine.journal import JournalError, RunRecord
@@ -129,7 +130,7 @@ def plan_restore(parts: RestoreParts, hv: RestoreHypervisor, request: RestoreReq
         raise InvalidInput.single("--as", f"a VM named '{new_name}' exists already")
     vmx_path, disks = _files_at_snapshot(hv, entry)
     if vmx_path is not None:
-        where = names.datastore_path(vmx_path)
+        where = parse_datastore_path(vmx_path)
         if where is None:
             raise InvalidInput.single("--vm", f"'{request.vm}' has no .vmx path vSphere can say")
         source_ds, vmx = where
@@ -188,6 +189,7 @@ def restore(parts: RestoreParts, request: RestoreRequest, progress: Progress = n
     hv = parts.open_endpoint(entry["endpoint_id"])
     try:
         plan = plan_restore(parts, hv, request, run_id, entry, restore_id)
+        parts.sharing.check("--host", (plan.host_name,))
         parts.journal.start_restore(plan.to_dict(), parts.clock(), os.getpid())
         try:
             notes = _read_back(hv, _make(parts, hv, plan, progress))

@@ -107,3 +107,8 @@ class Sharing(Protocol):
     def unshare(self, share_id: str) -> None:
         """Stop exporting; a share that is gone already is not an error."""
         ...
+
+    def check(self, field: str, clients: tuple[str, ...]) -> None:
+        """Refuse (``InvalidInput`` on ``field``), before anything is made, what ``share``
+        could not do for ``clients``."""
+        ...

@@ -87,6 +87,7 @@ def _vm(parts: RestoreParts, endpoints: dict[str, RestoreHypervisor | str], reco
                               if h.connected and set(h.nfs_servers) & set(parts.nas_addresses))
         plan = plan_restore(parts, hv, RestoreRequest(snapshot, name, host=host), record.run_id, entry,
                             PREVIEW_ID)
+        parts.sharing.check("--host", (plan.host_name,))   # as the restore checks it
     except InvalidInput as exc:
         return out | {"problem": "; ".join(e.message for e in exc.errors)}
     except Exception as exc:  # noqa: BLE001 - the endpoint's failure, said for this VM

@@ -130,11 +130,3 @@ def clone_name(dataset: str, restore_id: str) -> str:
 def datastore_name(original: str, restore_id: str) -> str:
     suffix = f"-restore-{restore_id}"
     return original[:MAX_DATASTORE_NAME - len(suffix)] + suffix
-
-
-def datastore_path(path: str) -> tuple[str, str] | None:
-    """``"[ds] dir/vm.vmx"`` -> ``("ds", "dir/vm.vmx")``."""
-    if not path.startswith("[") or "]" not in path:
-        return None
-    name, _, rest = path[1:].partition("]")
-    return name, rest.strip()

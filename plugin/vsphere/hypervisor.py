@@ -75,13 +75,22 @@ class VsphereHypervisor:
     def inventory(self) -> Inventory:
         return inventory_reader.read_inventory(self.session)
 
-    def _vm_properties(self, object_set: list[Any], paths: list[str]) -> dict[str, dict[str, Any]]:
-        """Narrow VM properties in one retrieval: moref -> {path: value}."""
-        spec = PC.FilterSpec(objectSet=object_set,
-                             propSet=[PC.PropertySpec(type=vim.VirtualMachine, pathSet=paths)])
+    def _properties(self, object_set: list[Any], paths: list[str],
+                    kind: type = vim.VirtualMachine) -> dict[str, dict[str, Any]]:
+        """Narrow properties of objects of ``kind`` in one retrieval: moref -> {path: value}."""
+        spec = PC.FilterSpec(objectSet=object_set, propSet=[PC.PropertySpec(type=kind, pathSet=paths)])
         collector = wire.Collector(self.session.content.propertyCollector)
         return {oc.obj._moId: {p.name: p.val for p in oc.propSet or ()}
                 for oc in inventory_reader.retrieve_all(collector, spec)}
+
+    def properties_of(self, kind: type, paths: list[str]) -> dict[str, dict[str, Any]]:
+        """``paths`` of every object of ``kind`` in one retrieval: moref -> {path: value}."""
+        content = self.session.content
+        view = content.viewManager.CreateContainerView(content.rootFolder, [kind], True)
+        try:
+            return self._properties([inventory_reader.view_object_spec(view)], paths, kind)
+        finally:
+            view.DestroyView()
 
     @translated
     def vm_states(self, morefs: Iterable[str]) -> dict[str, VmState]:
@@ -89,7 +98,7 @@ class VsphereHypervisor:
         refs = [self._vm(m) for m in dict.fromkeys(morefs)]
         if not refs:
             return {}
-        found = self._vm_properties([PC.ObjectSpec(obj=r, skip=False) for r in refs],
+        found = self._properties([PC.ObjectSpec(obj=r, skip=False) for r in refs],
                                     ["snapshot", "runtime.powerState", "runtime.consolidationNeeded"])
         return {moref: VmState(
             snapshots=inventory_reader.snapshot_facts(props.get("snapshot")),
@@ -101,12 +110,7 @@ class VsphereHypervisor:
     def all_snapshots(self) -> dict[str, tuple[str, tuple[SnapshotFacts, ...]]]:
         """Every VM's name and snapshots (what reconcile's sweep needs, and no more: not the
         devices and files a full inventory parses)."""
-        content = self.session.content
-        view = content.viewManager.CreateContainerView(content.rootFolder, [vim.VirtualMachine], True)
-        try:
-            found = self._vm_properties([inventory_reader.view_object_spec(view)], ["name", "snapshot"])
-        finally:
-            view.DestroyView()
+        found = self.properties_of(vim.VirtualMachine, ["name", "snapshot"])
         return {moref: (props.get("name", moref), inventory_reader.snapshot_facts(props.get("snapshot")))
                 for moref, props in found.items()}
 

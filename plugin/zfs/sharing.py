@@ -15,7 +15,15 @@ def sharenfs_value(clients: tuple[str, ...]) -> str:
     return f"rw={':'.join(clients)},no_root_squash" if clients else "rw,no_root_squash"
 
 
-class ZfsSharing:
+class _NothingToCheck:
+    """What the host's exports accept is known only when they are written: nothing to
+    refuse beforehand (a share that fails undoes the restore)."""
+
+    def check(self, field: str, clients: tuple[str, ...]) -> None:
+        del field, clients
+
+
+class ZfsSharing(_NothingToCheck):
     """The ``Sharing`` port over ``zfs set sharenfs``; a share's id is its dataset."""
 
     def __init__(self, shell: Shell) -> None:
@@ -34,7 +42,7 @@ class ZfsSharing:
                 raise
 
 
-class ExportedAlready:
+class ExportedAlready(_NothingToCheck):
     """The ``Sharing`` port when the NAS's NFS configuration exports the clone's path
     already (an export of a parent directory with ``crossmnt``, or a parent dataset's
     inherited ``sharenfs``): nothing is set, and nothing is taken away."""

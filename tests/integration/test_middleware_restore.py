@@ -240,6 +240,6 @@ def test_reconcile_undoes_a_restore_whose_process_died_before_registration(place
 
 
 def _dead_pid() -> int:
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    return proc.pid
+    """A pid above the kernel's limit: never a live process (a reaped child's pid can be reused)."""
+    limit = int(Path("/proc/sys/kernel/pid_max").read_text())
+    return limit + 12345

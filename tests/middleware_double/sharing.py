@@ -21,6 +21,7 @@ Mirrors truenas/middleware at TS-25.10.6 (``src/middlewared/middlewared/``):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import os
@@ -75,7 +76,7 @@ class SharingNfs:
         if not os.path.isdir(path) or os.path.realpath(path) not in self._mountpoints():
             verrors.add(f"{self.SCHEMA}.path", "The path must reside within a pool mount point")
         for host in hosts:
-            if not _is_address(host) and host not in self._dns:
+            if not self._resolvable(host):
                 verrors.add(f"{self.SCHEMA}.hosts", f"Unable to resolve host '{host}'")
         verrors.check()
         for other in self.rows:
@@ -116,17 +117,15 @@ class SharingNfs:
         return filter_list([{"id": 1, "service": "nfs", "enable": True, "state": self.nfs_state, "pids": []}],
                            filters, options)
 
+    def _resolvable(self, host: str) -> bool:
+        """As TrueNAS's DNS client answers: an address literal is itself, a name is looked up."""
+        with contextlib.suppress(ValueError):
+            return bool(ipaddress.ip_address(host))
+        return host in self._dns
+
     def forward_lookup(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """``dnsclient.forward_lookup``: raises when no name resolves (``raise_error`` HOST_FAILURE)."""
         found = [{"name": n, "type": "A", "address": self._dns[n]} for n in data["names"] if n in self._dns]
         if not found:
             raise CallError(f"The DNS query name does not exist: {', '.join(data['names'])}")
         return found
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

@@ -7,6 +7,7 @@ Every builder takes keyword overrides so a test states only what it is about.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable
 from typing import Any
@@ -22,6 +23,7 @@ from truenas_vmware_coord.domain.model import (
     SnapshotFacts,
     VmFacts,
 )
+from truenas_vmware_coord.domain.policy import Policy, parse_policy
 from truenas_vmware_coord.domain.storage import StorageFacts
 
 VC_EP = "admin@vc.example.com:443"
@@ -183,3 +185,8 @@ def mapping(
 ) -> Mapping:
     return Mapping(id=id or str(next(_ids)), endpoint_id=endpoint, datastore=datastore,
                    dataset=dataset)
+
+
+def policy(**document: Any) -> Policy:
+    """A saved policy (id 1, priority 1) with the given document fields."""
+    return dataclasses.replace(parse_policy({"name": "p", "priority": 1, **document}), id=1)

@@ -14,15 +14,10 @@ import factories as f
 import pytest
 from fake_hypervisor import FakeConnector, FakeVcenter
 from truenas_vmware_coord.domain.model import PowerState
-from truenas_vmware_coord.domain.policy import parse_policy
 from truenas_vmware_coord.engine.config import EngineConfig
 from truenas_vmware_coord.engine.coordinator import Coordinator
 from truenas_vmware_coord.engine.journal import ActionState, Journal, JournalError
 from truenas_vmware_coord.engine.limits import Limits
-
-
-def policy(**document):
-    return dataclasses.replace(parse_policy({"name": "p", "priority": 1, **document}), id=1)
 
 
 @dataclasses.dataclass
@@ -57,8 +52,8 @@ def outcome(report: dict, name: str) -> dict:
 
 
 def test_every_vm_gets_its_policy_and_nothing_is_left(world):
-    rules = [policy(ladder=["power_off", "crash"], match={"name_glob": "db"}),
-             dataclasses.replace(policy(ladder=["exclude"], match={"name_glob": "scratch"}), id=2,
+    rules = [f.policy(ladder=["power_off", "crash"], match={"name_glob": "db"}),
+             dataclasses.replace(f.policy(ladder=["exclude"], match={"name_glob": "scratch"}), id=2,
                                  name="x", priority=2)]
     during: list[str] = []
     world.vc.before_call = lambda op, target: during.append(op)
@@ -83,14 +78,14 @@ def test_intent_is_journaled_before_the_hypervisor_sees_the_call(world):
             seen.append((operation, [s for n, s in world.journal_states() if n == name]))
 
     world.vc.before_call = check
-    world.coordinator(policy(ladder=["power_off"], match={"name_glob": "db"})).run("tank/vm", taken([]))
+    world.coordinator(f.policy(ladder=["power_off"], match={"name_glob": "db"})).run("tank/vm", taken([]))
     assert seen and all(states and states[-1] is ActionState.INTENT for _, states in seen), seen
 
 
 def test_a_refused_and_a_failed_rung_fall_down_the_ladder(world):
     world.vc.trouble("snapshot", "app1", "refuse", "InvalidState")
     world.vc.trouble("snapshot", "app2", "fail", "FileFault")
-    report = world.coordinator(policy(ladder=["quiesce", "memory", "crash"], match={"name_glob": "app*"})
+    report = world.coordinator(f.policy(ladder=["quiesce", "memory", "crash"], match={"name_glob": "app*"})
                                ).run("tank/vm", taken([]))
     first = outcome(report, "app1")
     assert [(a["strategy"], a["result"], a["fault_type"]) for a in first["attempts"]] == [
@@ -143,7 +138,7 @@ def test_a_create_whose_answer_was_lost_is_found_by_name_and_removed(world):
 
 def test_a_shutdown_that_lands_late_is_powered_on_by_end(world):
     world.vc.delay("shutdown", "db", 1.0)
-    rules = [policy(ladder=["power_off", "crash"], options={"shutdown_timeout_seconds": 10},
+    rules = [f.policy(ladder=["power_off", "crash"], options={"shutdown_timeout_seconds": 10},
                     match={"name_glob": "db"})]
     coordinator = world.coordinator(*rules, vm_deadline_s=0.3, begin_deadline_s=5)
     context = coordinator.begin("tank/vm")
@@ -185,7 +180,7 @@ def test_an_unreachable_endpoint_still_lets_the_snapshot_be_taken(world):
 
 
 def test_the_vcenter_lost_during_end_leaves_an_honest_report_and_reconcile_cleans_up(world):
-    coordinator = world.coordinator(policy(ladder=["power_off"], match={"name_glob": "db"}))
+    coordinator = world.coordinator(f.policy(ladder=["power_off"], match={"name_glob": "db"}))
     context = coordinator.begin("tank/vm")
     world.vc.unreachable = True
     report = coordinator.end(context)
@@ -296,7 +291,7 @@ def test_a_journal_that_fills_up_mid_run_never_leaves_a_vm_off_or_a_snapshot_beh
         journal = _FailingJournal(world.journal_path.with_name(f"j{writes}.sqlite"), writes)
         coordinator = Coordinator(connector=FakeConnector(vc), journal=journal, mappings=[f.mapping(id="m1")],
                                   storage=f.storage,
-                                  policies=[policy(ladder=["power_off"], match={"name_glob": "db"})])
+                                  policies=[f.policy(ladder=["power_off"], match={"name_glob": "db"})])
         props: list[str] = []
         return vc, journal, coordinator.run("tank/vm", taken(props)), props
 

@@ -15,15 +15,10 @@ import factories as f
 import pytest
 from fake_hypervisor import FakeConnector, FakeVcenter
 from truenas_vmware_coord.domain.model import PowerState, Provider
-from truenas_vmware_coord.domain.policy import parse_policy
 from truenas_vmware_coord.domain.selection import build_plan
 from truenas_vmware_coord.engine.config import EngineConfig
 from truenas_vmware_coord.engine.coordinator import Coordinator
 from truenas_vmware_coord.engine.journal import ActionState, Journal
-
-
-def policy(**document):
-    return dataclasses.replace(parse_policy({"name": "p", "priority": 1, **document}), id=1)
 
 
 @dataclasses.dataclass
@@ -123,7 +118,7 @@ def test_a_failed_thaw_is_left_open_and_retried(world: World) -> None:
 
 
 def test_pause_for_guests_whose_policy_says_so_and_resume(world: World) -> None:
-    rule = policy(ladder=["pause"], match={"provider": "libvirt", "name_glob": "g2"})
+    rule = f.policy(ladder=["pause"], match={"provider": "libvirt", "name_glob": "g2"})
     seen: list[PowerState] = []
     report = world.coordinator(rule).run("tank/vm", lambda p: seen.append(world.host.power_of("g2")) or "t@s")
     g2 = row(report, "g2")
@@ -133,7 +128,7 @@ def test_pause_for_guests_whose_policy_says_so_and_resume(world: World) -> None:
 
 
 def test_a_ladder_may_list_both_kinds_and_each_vm_keeps_its_own(world: World) -> None:
-    both = policy(ladder=["quiesce", "fsfreeze", "crash"])
+    both = f.policy(ladder=["quiesce", "fsfreeze", "crash"])
     plan, _ = world.coordinator(both).plan("tank/vm")
     ladders = {v.facts.name: list(v.policy.ladder) for v in plan.vms}
     assert ladders == {"app1": ["quiesce", "crash"], "g1": ["fsfreeze", "crash"], "g2": ["fsfreeze", "crash"]}

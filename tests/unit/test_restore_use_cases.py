@@ -3,6 +3,7 @@ journaled steps, the undo of a failed restore, cleanup, and reconcile of interru
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 
@@ -25,7 +26,7 @@ from truenas_vmware_coord.cli import render
 from truenas_vmware_coord.domain.errors import InvalidInput
 from truenas_vmware_coord.domain.model import PowerState
 from truenas_vmware_coord.domain.restore import RestoreRequest, RestoreState, RestoreStep, point_of
-from truenas_vmware_coord.engine.journal import ActionState, Journal
+from truenas_vmware_coord.engine.journal import ActionState, Journal, JournalError
 from truenas_vmware_coord.engine.ports import Refused
 from truenas_vmware_coord.zfs.clone import destroy_clone
 
@@ -292,3 +293,50 @@ def test_the_summary_says_the_point_and_how_to_clean_up(tmp_path, hv, zfs):
     listed = list_restores(parts)
     assert [d["state"] for d in listed] == ["restored"]
     assert result.restore_id in render.restores_table(listed).splitlines()[2]
+
+
+class _FillingJournal(Journal):
+    """A journal whose disk fills after ``writes`` writes, until ``free()`` (a real JournalError)."""
+
+    def __init__(self, path, writes: int) -> None:
+        super().__init__(path)
+        self.left = writes
+
+    def free(self) -> None:
+        self.left = 10**6
+
+    def _tx(self):
+        self.left -= 1
+        if self.left < 0:
+            raise JournalError(f"journal {self.path} cannot be written: the file system is full")
+        return super()._tx()
+
+
+def test_a_disk_that_fills_at_any_write_of_a_restore_leaves_nothing_once_reconciled(tmp_path, hv, zfs):
+    """Unplanned: the state directory's disk fills mid-restore. The restore stops with the
+    journal's own error; what it made is known from the intents, so once there is room again
+    reconcile takes it away (before registration) or finishes it (after), never a stray clone."""
+    before = _made(hv, zfs)
+    writes = 0
+    while True:
+        writes += 1
+        base = restore_parts(tmp_path / str(writes), hv, zfs)
+        journal = _FillingJournal(base.journal.path, writes)
+        parts = dataclasses.replace(base, journal=journal)
+        try:
+            result = restore(parts, RestoreRequest(SNAPSHOT, "app"))
+        except JournalError as exc:
+            assert "file system is full" in str(exc)
+        else:   # every write fitted: the restore is whole
+            journal.free()
+            cleanup(parts, result.restore_id)
+            break
+        journal.free()
+        with sqlite3.connect(journal.path) as db:   # the process that failed is gone
+            db.execute("UPDATE restores SET owner_pid = ?", (DEAD_PID,))
+        settled = reconcile_restores(parts)
+        for record in journal.restores():
+            if record.state is RestoreState.RESTORED:   # finished after registration: clean it up
+                cleanup(parts, record.restore_id, force=True)
+        assert _made(hv, zfs) == before, (writes, settled)
+    assert _made(hv, zfs) == before and writes > 6, writes   # each write of a restore met a full disk
