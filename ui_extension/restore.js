@@ -28,6 +28,8 @@ export async function showRestore(panel, { rpc, status, table, badge, follow }) 
   const progressText = el("p", { id: "restore-progress-text", "aria-live": "polite" });
   const list = el("div", { id: "restore-list" });
   let preview = null;
+  // How the host reaches the clone: a filesystem's NFS share, or a zvol's new LUN.
+  const VIA = { nfs: "over NFS", vmfs: "new iSCSI LUN, VMFS resignatured" };
 
   const findSnapshots = async () => {
     try {
@@ -52,7 +54,7 @@ export async function showRestore(panel, { rpc, status, table, badge, follow }) 
       el("input", { type: "checkbox", name: "restore-vm", value: vm.name, "aria-label": `restore ${vm.name}`,
         disabled: Boolean(vm.problem), checked: !vm.problem && preview.vms.length === 1 }),
       vm.name, badge(vm.consistency ?? "–", vm.revert_to ? "good" : "neutral"), revertTo(vm),
-      vm.point, vm.host ?? "–", vm.default_new_name,
+      vm.point, vm.host ? `${vm.host} (${VIA[vm.transport] ?? vm.transport})` : "–", vm.default_new_name,
       vm.problem ? el("span", { class: "error-text", text: vm.problem }) : badge("restorable", "good")]);
     vmsBox.replaceChildren(table(["", "VM", "consistency", "restored to", "point", "host", "new name", ""], rows,
       `VMs of ${preview.snapshot} (run ${preview.run_id})`));

@@ -1,26 +1,39 @@
 """Restore one VM of a coordinated ZFS snapshot beside its original, in one call.
 
 Everything is checked before anything is made (the snapshot and its manifest, the VM in
-it, the new name, the host and whether it can mount this NAS), each problem an
+it, the new name, the host and whether it can reach this NAS), each problem an
 ``InvalidInput`` naming the field. Then, each step journaled first: clone the snapshot
-(never touching it or its dataset), share the clone over NFS, mount it on the host as a new
-datastore, register the VM from it under the new name, revert it to the VMware snapshot
-the run made (a crash-consistent or powered-off VM has none: its disks are the point),
-set its NICs not to connect (unless asked), and power it on only when asked, answering
-"I copied it" so it gets a new identity. A step that fails takes away everything made
-before it; a process that dies is finished or undone by ``reconcile_restores``.
+(never touching it or its dataset), share the clone (a filesystem over NFS; a zvol as a new
+iSCSI LUN of the targets that export the original), mount it on the host as a new
+datastore (the LUN's VMFS copy with a new signature), register the VM from it under the
+new name, revert it to the VMware snapshot the run made (a crash-consistent or
+powered-off VM has none: its disks are the point), set its NICs not to connect (unless
+asked), and power it on only when asked, answering "I copied it" so it gets a new identity.
+A step that fails takes away everything made before it; a process that dies is finished or
+undone by ``reconcile_restores``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 
 from ..domain import restore as names
 from ..domain.errors import InvalidInput
 from ..domain.model import Provider
-from ..domain.restore import RestorePlan, RestoreRequest, RestoreState, RestoreStep, point_of
+from ..domain.restore import (
+    RestorePlan,
+    RestoreRequest,
+    RestoreState,
+    RestoreStep,
+    Transport,
+    lun_ref,
+    parse_lun_ref,
+    point_of,
+)
 from ..domain.selection import parse_datastore_path
+from ..domain.storage import normalize_naa
 from ..domain.zfs_names import snapshot_problem
 from ..engine.context import snapshot_name
 from ..engine.journal import JournalError, RunRecord
@@ -50,9 +63,6 @@ def snapshot_run(parts: RestoreParts, snapshot: str) -> RunRecord:
         raise InvalidInput.single("snapshot", f"'{snapshot}' {problem}")
     if not zfs_clone.exists(parts.shell, snapshot):
         raise InvalidInput.single("snapshot", f"{snapshot} does not exist")
-    if zfs_clone.kind(parts.shell, dataset) != "filesystem":
-        raise InvalidInput.single("snapshot", f"{dataset} is a zvol (a VMFS datastore): restore covers NFS "
-                                              "datastores; the VMFS path is not built")
     record = history.find_run(parts.journal, snapshot,
                               lambda s: get_properties(parts.shell, s, [PROP_RUN]).get(PROP_RUN) or None)
     if record is None:
@@ -90,14 +100,89 @@ def _files_at_snapshot(hv: RestoreHypervisor, entry: dict) -> tuple[str | None, 
     return (original.vmx_path, tuple(original.disks)) if original is not None else (None, ())
 
 
-def _host(parts: RestoreParts, hosts: list[HostInfo], request: RestoreRequest,
-          entry: dict) -> tuple[HostInfo, str]:
-    """The host to mount the clone on, and the NAS address it reaches this NAS by."""
-    if not parts.nas_addresses:
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where the VM's files are in the snapshot, and how a host reaches a clone of it."""
+
+    transport: Transport
+    datastore: str          # the datastore its .vmx was on
+    vmx: str                # the .vmx below that datastore's root
+    subdir: str = ""        # NFS: the datastore's root below the dataset's mountpoint
+    lun: str = ""           # VMFS: the NAA of the datastore's LUN, which the zvol is
+
+    def reaches(self, parts: RestoreParts, host: HostInfo) -> bool:
+        """Whether the host can mount a clone: it mounts this NAS over NFS, or sees the
+        original's LUN (so it is logged in to the targets the clone's LUN joins)."""
+        if self.transport is Transport.VMFS:
+            return self.lun in host.luns
+        return bool(set(host.nfs_servers) & set(parts.nas_addresses))
+
+    def unreached(self, parts: RestoreParts) -> str:
+        """Why a host that does not reach it cannot be used, in words."""
+        if self.transport is Transport.VMFS:
+            return (f"does not see LUN naa.{self.lun} of [{self.datastore}]: it is not logged in to the "
+                    "iSCSI target that exports it, so it would not see the clone's LUN either")
+        addresses = ", ".join(parts.nas_addresses)
+        return f"mounts no NFS datastore from this NAS ({addresses}), so it may not reach it"
+
+
+def source_of(parts: RestoreParts, hv: RestoreHypervisor, vm: str, snapshot: str, entry: dict) -> Source:
+    """Where the VM's files are in ``snapshot``, refused when the snapshot does not hold them all."""
+    dataset = snapshot.partition("@")[0]
+    volume = zfs_clone.kind(parts.shell, dataset) == "volume"
+    vmx_path, disks = _files_at_snapshot(hv, entry)
+    if vmx_path is None:
+        if volume:
+            raise InvalidInput.single("--vm", f"neither the manifest nor vSphere says where '{vm}' has its "
+                                              "files")
+        # Neither recorded nor there any more: vSphere's own layout, checked by the registration.
+        return Source(Transport.NFS, dataset.rsplit("/", 1)[-1], f"{vm}/{vm}.vmx")
+    where = parse_datastore_path(vmx_path)
+    if where is None:
+        raise InvalidInput.single("--vm", f"'{vm}' has no .vmx path vSphere can say")
+    datastore, vmx = where
+    elsewhere = sorted({d for d in disks if not d.startswith(f"[{datastore}]")})
+    if elsewhere:
+        raise InvalidInput.single("--vm", (
+            f"'{vm}' has disks on other datastores than its .vmx's ({', '.join(elsewhere)}): the "
+            f"clone of {dataset} has only [{datastore}], and registering it would share the others "
+            "with the running original"))
+    if volume:
+        return Source(Transport.VMFS, datastore, vmx, lun=_lun(parts, hv, vm, dataset, datastore))
+    return Source(Transport.NFS, datastore, vmx, subdir=_export_subdir(parts, hv, vm, dataset, datastore))
+
+
+def _lun(parts: RestoreParts, hv: RestoreHypervisor, vm: str, zvol: str, datastore: str) -> str:
+    """The NAA of the LUN of the VM's VMFS datastore, refused unless it is ``zvol``'s and the
+    datastore's only one."""
+    extents = hv.vmfs_extents(datastore)
+    if extents is None:
+        raise InvalidInput.single("--vm", f"'{vm}' has its .vmx on {datastore}, which is not a VMFS "
+                                          f"datastore: the zvol {zvol} holds VMFS datastores only")
+    exported = set(parts.luns.naa_of(zvol))
+    if not exported:
+        raise InvalidInput.single("snapshot", f"no iSCSI extent of this NAS exports {zvol}, so no host can "
+                                              "have had a datastore on it")
+    found = [normalize_naa(e) for e in extents]
+    if not exported & set(found):
+        raise InvalidInput.single("--vm", (
+            f"'{vm}' has its .vmx on datastore {datastore} (LUN {', '.join(extents)}), which is not on "
+            f"{zvol}: restore it from a snapshot of the zvol behind {datastore}"))
+    if len(found) > 1:
+        raise InvalidInput.single("--vm", (
+            f"{datastore} spans {len(found)} LUNs ({', '.join(extents)}): a clone of {zvol} holds one "
+            "of them; restore covers VMFS datastores on one LUN"))
+    return found[0]
+
+
+def _host(parts: RestoreParts, hosts: list[HostInfo], request: RestoreRequest, entry: dict,
+          source: Source) -> HostInfo:
+    """The host to mount the clone on."""
+    if source.transport is Transport.NFS and not parts.nas_addresses:
         raise InvalidInput.single("config.nas.addresses", "give the addresses ESXi hosts mount this NAS by: "
                                                           "a restore mounts the clone there")
     by_name = {h.name: h for h in hosts}
-    reachable = [h for h in hosts if h.connected and set(h.nfs_servers) & set(parts.nas_addresses)]
+    reachable = [h for h in hosts if h.connected and source.reaches(parts, h)]
     if request.host is not None:
         host = by_name.get(request.host)
         if host is None:
@@ -106,17 +191,14 @@ def _host(parts: RestoreParts, hosts: list[HostInfo], request: RestoreRequest,
     else:
         host = next((h for h in hosts if h.moref == entry.get("host")), None) or (reachable or [None])[0]
         if host is None:
-            raise InvalidInput.single("--host", "no connected host mounts an NFS datastore from this NAS "
-                                                f"({', '.join(parts.nas_addresses)}): give one with --host")
+            raise InvalidInput.single("--host", f"no connected host reaches the clone: every one "
+                                                f"{source.unreached(parts)}; give one with --host")
     if not host.connected:
         raise InvalidInput.single("--host", f"{host.name} is not connected, or is in maintenance mode")
-    served = [a for a in parts.nas_addresses if a in host.nfs_servers]
-    if not served:
+    if not source.reaches(parts, host):
         others = ", ".join(h.name for h in reachable) or "none"
-        raise InvalidInput.single("--host", (
-            f"{host.name} mounts no NFS datastore from this NAS ({', '.join(parts.nas_addresses)}), so it "
-            f"may not reach it; hosts that do: {others}"))
-    return host, served[0]
+        raise InvalidInput.single("--host", f"{host.name} {source.unreached(parts)}; hosts that do: {others}")
+    return host
 
 
 def plan_restore(parts: RestoreParts, hv: RestoreHypervisor, request: RestoreRequest, run_id: str,
@@ -128,23 +210,11 @@ def plan_restore(parts: RestoreParts, hv: RestoreHypervisor, request: RestoreReq
         raise InvalidInput.single("--as", "give a VM name of 1 to 80 characters")
     if hv.find_vm(new_name):
         raise InvalidInput.single("--as", f"a VM named '{new_name}' exists already")
-    vmx_path, disks = _files_at_snapshot(hv, entry)
-    if vmx_path is not None:
-        where = parse_datastore_path(vmx_path)
-        if where is None:
-            raise InvalidInput.single("--vm", f"'{request.vm}' has no .vmx path vSphere can say")
-        source_ds, vmx = where
-        subdir = _export_subdir(parts, hv, request.vm, dataset, source_ds)
-        elsewhere = sorted({d for d in disks if not d.startswith(f"[{source_ds}]")})
-        if elsewhere:
-            raise InvalidInput.single("--vm", (
-                f"'{request.vm}' has disks on other datastores than its .vmx's ({', '.join(elsewhere)}): the "
-                f"clone of {dataset} has only [{source_ds}], and registering it would share the others "
-                "with the running original"))
-    else:   # neither recorded nor there any more: vSphere's own layout, checked by the registration
-        source_ds, vmx, subdir = dataset.rsplit("/", 1)[-1], f"{request.vm}/{request.vm}.vmx", ""
-    host, address = _host(parts, hv.hosts(), request, entry)
-    datastore = names.datastore_name(source_ds, restore_id)
+    source = source_of(parts, hv, request.vm, request.snapshot, entry)
+    host = _host(parts, hv.hosts(), request, entry, source)
+    address = next((a for a in parts.nas_addresses if a in host.nfs_servers), "") \
+        if source.transport is Transport.NFS else ""
+    datastore = names.datastore_name(source.datastore, restore_id)
     if hv.find_datastore(datastore):
         raise InvalidInput.single("restore", f"a datastore named {datastore} exists already; try again")
     clone = names.clone_name(dataset, restore_id)
@@ -157,9 +227,17 @@ def plan_restore(parts: RestoreParts, hv: RestoreHypervisor, request: RestoreReq
     return RestorePlan(
         restore_id=restore_id, run_id=run_id, snapshot=request.snapshot, endpoint_id=entry["endpoint_id"],
         vm_name=request.vm, vm_moref=entry["moref"], new_name=new_name, host_moref=host.moref,
-        host_name=host.name, clone=clone, datastore=datastore, nas_address=address, vmx_path=vmx,
+        host_name=host.name, clone=clone, datastore=datastore, nas_address=address, vmx_path=source.vmx,
         revert_to=revert_to, point=point, power_on=request.power_on, connect_network=request.connect_network,
-        export_subdir=subdir)
+        export_subdir=source.subdir, transport=source.transport, source_lun=source.lun)
+
+
+def check_export(parts: RestoreParts, plan: RestorePlan) -> None:
+    """Refuse, before anything is made, what the NAS's sharing could not do for the plan."""
+    if plan.transport is Transport.VMFS:
+        parts.luns.check("snapshot", plan.snapshot.partition("@")[0])
+    else:
+        parts.sharing.check("--host", (plan.host_name,))
 
 
 def _export_subdir(parts: RestoreParts, hv: RestoreHypervisor, vm: str, dataset: str, datastore: str) -> str:
@@ -168,7 +246,8 @@ def _export_subdir(parts: RestoreParts, hv: RestoreHypervisor, vm: str, dataset:
     export = hv.nfs_export(datastore)
     if export is None:
         raise InvalidInput.single("--vm", f"'{vm}' has its .vmx on {datastore}, which is not an NFS "
-                                          "datastore: restore covers NFS datastores")
+                                          f"datastore: a snapshot of the filesystem {dataset} holds NFS "
+                                          "datastores only")
     mountpoint = zfs_clone.mountpoint(parts.shell, dataset).rstrip("/")
     export = export.rstrip("/")
     if export == mountpoint:
@@ -189,7 +268,7 @@ def restore(parts: RestoreParts, request: RestoreRequest, progress: Progress = n
     hv = parts.open_endpoint(entry["endpoint_id"])
     try:
         plan = plan_restore(parts, hv, request, run_id, entry, restore_id)
-        parts.sharing.check("--host", (plan.host_name,))
+        check_export(parts, plan)
         parts.journal.start_restore(plan.to_dict(), parts.clock(), os.getpid())
         try:
             notes = _read_back(hv, _make(parts, hv, plan, progress))
@@ -228,6 +307,8 @@ def _make(parts: RestoreParts, hv: RestoreHypervisor, plan: RestorePlan, progres
     progress(10, f"cloning {plan.snapshot} to {plan.clone}")
     journaled(parts, rid, RestoreStep.CLONE, lambda: zfs_clone.clone(parts.shell, plan.snapshot, plan.clone),
               plan.clone)
+    if plan.transport is Transport.VMFS:
+        return _mount_lun(parts, hv, plan, progress)
     root = zfs_clone.mountpoint(parts.shell, plan.clone).rstrip("/")
     export = f"{root}/{plan.export_subdir}" if plan.export_subdir else root
     progress(25, f"sharing {export} with {plan.host_name}")
@@ -236,6 +317,24 @@ def _make(parts: RestoreParts, hv: RestoreHypervisor, plan: RestorePlan, progres
     progress(40, f"mounting {plan.nas_address}:{export} on {plan.host_name} as {plan.datastore}")
     journaled(parts, rid, RestoreStep.DATASTORE,
               lambda: hv.mount_nfs(plan.host_moref, plan.nas_address, export, plan.datastore))
+    return finish(parts, hv, plan, progress)
+
+
+def _mount_lun(parts: RestoreParts, hv: RestoreHypervisor, plan: RestorePlan, progress: Progress) -> str:
+    """The clone of a zvol: a new LUN beside the original's, its VMFS copy resignatured."""
+    rid = plan.restore_id
+    zvol = plan.snapshot.partition("@")[0]
+    progress(25, f"exposing {plan.clone} as an iSCSI LUN of the targets that export {zvol}")
+
+    def expose() -> str:
+        lun = parts.luns.expose(plan.clone, zvol)
+        return lun_ref(lun.ref, lun.naa)
+
+    ref = journaled(parts, rid, RestoreStep.SHARE, expose, plan.clone)
+    naa = parse_lun_ref(ref or "")[1]
+    progress(40, f"rescanning {plan.host_name}, mounting the VMFS copy on LUN naa.{naa} as {plan.datastore}")
+    journaled(parts, rid, RestoreStep.DATASTORE,
+              lambda: hv.mount_vmfs_copy(plan.host_moref, naa, plan.datastore))
     return finish(parts, hv, plan, progress)
 
 

@@ -1,8 +1,10 @@
 """What a restore needs from vSphere and from the NAS's sharing, in the product's words.
 
 ``vsphere/restore.py`` implements ``RestoreHypervisor`` with pyVmomi; ``zfs/sharing.py``
-implements ``Sharing`` with ``zfs set sharenfs`` (a TrueNAS edge can implement it with
-``sharing.nfs.create``); ``tests/unit/fake_restore.py`` has in-memory ones. Every method
+implements ``Sharing`` with ``zfs set sharenfs`` and ``truenas/sharing.py`` with
+``sharing.nfs``; ``truenas/iscsi.py`` implements ``LunExport`` with ``iscsi.extent``
+(``cli/luns.py`` says why a host without TrueNAS's API has none);
+``tests/unit/fake_restore.py`` has in-memory ones. Every method
 of ``RestoreHypervisor`` waits for what it starts and raises only the engine's typed
 failures (``engine.ports.HypervisorFailure``): the use case never sees a vSphere name.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Protocol
 
+from ..domain.errors import InvalidInput
 from ..domain.model import PowerState, SnapshotFacts
+from ..domain.storage import normalize_naa
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +25,7 @@ class HostInfo:
     name: str
     connected: bool                       # connected and not in maintenance mode
     nfs_servers: tuple[str, ...] = ()     # remote hosts of the NFS datastores it mounts
+    luns: tuple[str, ...] = ()            # NAA ids of the SCSI disks it sees, lowercase, no prefix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +64,31 @@ class RestoreHypervisor(Protocol):
         """The exported path an NFS datastore of that name mounts; None: no such NFS datastore."""
         ...
 
+    def vmfs_extents(self, datastore_name: str) -> tuple[str, ...] | None:
+        """The NAA ids of a VMFS datastore's extents; None: no such VMFS datastore."""
+        ...
+
     def mount_nfs(self, host_moref: str, server: str, export: str, name: str) -> str:
         """Mount ``server:export`` on the host as datastore ``name``; returns its moref."""
         ...
 
-    def unmount(self, host_moref: str, datastore_moref: str) -> None: ...
+    def mount_vmfs_copy(self, host_moref: str, naa: str, name: str) -> str:
+        """Rescan the host, mount the VMFS copy it finds on LUN ``naa`` with a new signature
+        and name the datastore ``name``; returns its moref."""
+        ...
+
+    def find_datastore_on(self, naa: str) -> str | None:
+        """The VMFS datastore on LUN ``naa`` (one resignatured but not renamed yet), or None."""
+        ...
+
+    def unmount(self, host_moref: str, datastore_moref: str) -> None:
+        """Take the datastore off the host: an NFS mount removed; a VMFS volume unmounted and
+        its LUNs detached, so that taking the LUN away on the NAS leaves no dead path."""
+        ...
+
+    def rescan(self, host_moref: str) -> None:
+        """Rescan the host's storage adapters (a LUN taken away on the NAS goes)."""
+        ...
 
     def register(self, vmx_path: str, name: str, host_moref: str) -> str:
         """Register the VM whose .vmx is at ``vmx_path`` under ``name``; returns its moref."""
@@ -95,6 +120,55 @@ class RestoreHypervisor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Lun:
+    ref: str        # the NAS's id of its extent
+    naa: str        # the NAA hosts see it by, lowercase, no prefix
+
+
+class LunExport(Protocol):
+    """How this NAS exposes a zvol over iSCSI."""
+
+    def naa_of(self, zvol: str) -> tuple[str, ...]:
+        """The NAA ids (lowercase, no prefix) of the extents that export ``zvol``."""
+        ...
+
+    def check(self, field: str, zvol: str) -> None:
+        """Refuse (``InvalidInput`` on ``field``), before anything is made, what ``expose``
+        could not do for a clone of ``zvol``."""
+        ...
+
+    def expose(self, clone: str, like: str) -> Lun:
+        """Export the zvol ``clone`` as a new LUN of every target that exports ``like``."""
+        ...
+
+    def unexpose(self, ref: str) -> None:
+        """Take the LUN away (``ref``: its extent id, or the clone's name when the answer
+        of ``expose`` was lost); one that is gone already is not an error."""
+        ...
+
+
+class NoLunExport:
+    """A NAS whose iSCSI target this product cannot drive: it knows which extents export
+    which zvols (the configuration says), but makes no LUN."""
+
+    def __init__(self, extents: dict[str, list[str]], why: str) -> None:
+        self._extents = extents
+        self._why = why
+
+    def naa_of(self, zvol: str) -> tuple[str, ...]:
+        return tuple(normalize_naa(n) for n in self._extents.get(zvol, ()))
+
+    def check(self, field: str, zvol: str) -> None:
+        raise InvalidInput.single(field, f"{zvol} is a zvol (a VMFS datastore's LUN): {self._why}")
+
+    def expose(self, clone: str, like: str) -> Lun:
+        raise InvalidInput.single("snapshot", f"{like} is a zvol (a VMFS datastore's LUN): {self._why}")
+
+    def unexpose(self, ref: str) -> None:
+        """Nothing was exposed."""
 
 
 class Sharing(Protocol):

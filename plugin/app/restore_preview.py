@@ -4,7 +4,8 @@ and for one of them every VM of its manifest with the point a restore gives it.
 For each VM: the VMware snapshot it would be reverted to, or why none (crash-consistent in
 the snapshot: the clone's disks are the point; powered off or suspended by its policy: its
 disks are consistent as they are), the default new name, the hosts that could mount the
-clone, the host it would go to, and what would refuse it. The checks are the restore's own
+clone (over NFS, or seeing the original's iSCSI LUN), the host it would go to, and what
+would refuse it. The checks are the restore's own
 (``restore.plan_restore``), run with a preview id: nothing is created, and a VM the preview
 calls restorable passes the same checks when it is restored.
 """
@@ -22,7 +23,7 @@ from ..engine.journal import RunRecord
 from ..engine.ports import describe
 from ..zfs import clone as zfs_clone
 from ..zfs.snapshot import list_snapshots
-from .restore import plan_restore, snapshot_run
+from .restore import check_export, plan_restore, snapshot_run, source_of
 from .restore_ports import RestoreHypervisor
 from .restore_steps import RestoreParts
 
@@ -76,18 +77,19 @@ def _vm(parts: RestoreParts, endpoints: dict[str, RestoreHypervisor | str], reco
         "endpoint_id": entry.get("endpoint_id"), "consistency": entry.get("consistency"),
         "achieved": entry.get("achieved"), "revert_to": revert_to, "point": point,
         "default_new_name": names.default_name(name, "<restore id>"),
-        "host": None, "hosts": [], "problem": None}
+        "transport": None, "host": None, "hosts": [], "problem": None}
     if out["provider"] != Provider.VSPHERE:
         return out | {"problem": "a libvirt guest: restore covers VMware VMs"}
     hv = _endpoint(parts, endpoints, entry["endpoint_id"])
     if isinstance(hv, str):
         return out | {"problem": hv}
     try:
-        out["hosts"] = sorted(h.name for h in hv.hosts()
-                              if h.connected and set(h.nfs_servers) & set(parts.nas_addresses))
+        source = source_of(parts, hv, name, snapshot, entry)
+        out["transport"] = source.transport.value
+        out["hosts"] = sorted(h.name for h in hv.hosts() if h.connected and source.reaches(parts, h))
         plan = plan_restore(parts, hv, RestoreRequest(snapshot, name, host=host), record.run_id, entry,
                             PREVIEW_ID)
-        parts.sharing.check("--host", (plan.host_name,))   # as the restore checks it
+        check_export(parts, plan)   # as the restore checks it
     except InvalidInput as exc:
         return out | {"problem": "; ".join(e.message for e in exc.errors)}
     except Exception as exc:  # noqa: BLE001 - the endpoint's failure, said for this VM

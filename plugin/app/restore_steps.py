@@ -18,12 +18,12 @@ from typing import Any
 
 from ..domain.errors import InvalidInput
 from ..domain.model import PowerState
-from ..domain.restore import UNDONE_IN_ORDER, RestorePlan, RestoreState, RestoreStep
+from ..domain.restore import UNDONE_IN_ORDER, RestorePlan, RestoreState, RestoreStep, Transport, parse_lun_ref
 from ..engine.journal import ActionState, Journal, RestoreRecord, RestoreStepRecord
-from ..engine.ports import Gone, NoAnswer, describe
+from ..engine.ports import Gone, HypervisorFailure, NoAnswer, describe
 from ..zfs import clone as zfs_clone
 from ..zfs.shell import Shell
-from .restore_ports import RestoreHypervisor, Sharing
+from .restore_ports import LunExport, RestoreHypervisor, Sharing
 
 Progress = Callable[[int, str], None]   # (percent, what is being done), as middlewared jobs take it
 
@@ -39,6 +39,7 @@ class RestoreParts:
     sharing: Sharing
     open_endpoint: Callable[[str], RestoreHypervisor]
     nas_addresses: tuple[str, ...]
+    luns: LunExport
     clock: Callable[[], float] = time.time
     power_on_timeout_s: float = 300.0
 
@@ -122,10 +123,12 @@ def take_away(parts: RestoreParts, hv: RestoreHypervisor, record: RestoreRecord,
     plan = RestorePlan.from_dict(record.plan)
     problems: list[str] = []
     vm = restored_vm(hv, record)
+    shared = record.made(RestoreStep.SHARE)
+    lun = parse_lun_ref(shared.ref or "")[1] if shared is not None else ""
     for kind in UNDONE_IN_ORDER:
         for step in [s for s in record.steps if s.step is kind and s.state.open]:
             try:
-                _undo(parts, hv, plan, step, vm, force)
+                _undo(parts, hv, plan, step, vm, force, lun)
             except Exception as exc:  # noqa: BLE001 - the rest still goes; this row stays open
                 problems.append(f"{kind.value}: {describe(exc)}")
                 parts.journal.restore_update(step.id, ActionState.UNDO_FAILED, parts.clock(),
@@ -138,7 +141,7 @@ def take_away(parts: RestoreParts, hv: RestoreHypervisor, record: RestoreRecord,
 
 
 def _undo(parts: RestoreParts, hv: RestoreHypervisor, plan: RestorePlan, step: RestoreStepRecord,
-          vm: str | None, force: bool) -> None:
+          vm: str | None, force: bool, lun: str) -> None:
     if step.step is RestoreStep.ATTACH and step.ref:
         to_vm, _, disk = step.ref.partition(" ")
         hv.detach_disk(disk, to_vm)
@@ -155,10 +158,18 @@ def _undo(parts: RestoreParts, hv: RestoreHypervisor, plan: RestorePlan, step: R
             with contextlib.suppress(Gone):
                 hv.unregister(vm)
     elif step.step is RestoreStep.DATASTORE:
-        moref = hv.find_datastore(plan.datastore)   # by its name, unique since the plan checked it
+        # By its name, unique since the plan checked it; a VMFS copy resignatured but not yet
+        # renamed has ESXi's name ("snap-…"), so it is found by its LUN instead.
+        moref = hv.find_datastore(plan.datastore) or (lun and hv.find_datastore_on(lun))
         if moref:
             with contextlib.suppress(Gone):
                 hv.unmount(plan.host_moref, moref)
+    elif step.step is RestoreStep.SHARE and plan.transport is Transport.VMFS:
+        extent, _ = parse_lun_ref(step.ref or "")
+        parts.luns.unexpose(extent or plan.clone)
+        # The host drops a LUN that is gone at its next rescan; this one only makes it sooner.
+        with contextlib.suppress(HypervisorFailure):
+            hv.rescan(plan.host_moref)
     elif step.step is RestoreStep.SHARE:
         parts.sharing.unshare(step.ref or plan.clone)
     elif step.step is RestoreStep.CLONE:

@@ -34,6 +34,7 @@ from ..app.restore import restore as restore_vm
 from ..app.restore_attach import attach_disk
 from ..app.restore_cleanup import cleanup as restore_cleanup
 from ..app.restore_cleanup import list_restores, reconcile_restores
+from ..app.restore_ports import NoLunExport
 from ..app.restore_steps import RestoreFailed, RestoreParts, RestoreResult
 from ..app.settling import settle
 from ..app.snapshot import coordinated_snapshot, default_name
@@ -329,6 +330,12 @@ class Cli:
         return EXIT_OK if not result["still_open"] and not result["endpoint_errors"] and not unsettled \
             else EXIT_OTHER
 
+    # This tool drives no iSCSI target (TrueNAS's or any other): a zvol's clone is not exposed.
+    NO_ISCSI = ("restoring from it exposes its clone as a new iSCSI LUN, which is done only through "
+                "TrueNAS's iSCSI API (the vmware_coord.restore job, or the web page's Restore view); on "
+                "another host, clone the snapshot, map the clone into the iSCSI target the ESXi hosts use, "
+                "and mount its VMFS copy with a new signature by hand")
+
     def restore_parts(self, journal: Journal | None = None) -> RestoreParts:
         cfg = self.config
 
@@ -341,7 +348,7 @@ class Cli:
 
         sharing = ZfsSharing(self.shell) if cfg.restore_share == "sharenfs" else ExportedAlready()
         return RestoreParts(journal or Journal(cfg.journal_path), self.shell, sharing, open_endpoint,
-                            cfg.addresses)
+                            cfg.addresses, NoLunExport(cfg.iscsi_extents, self.NO_ISCSI))
 
     def restore(self) -> int:
         """``restore DATASET@SNAPSHOT --vm NAME``, ``restore list``, ``restore cleanup ID``,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..domain.restore import Transport, parse_lun_ref
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
@@ -51,11 +53,13 @@ def restore_summary(doc: dict[str, Any]) -> str:
     """One restore (``RestoreResult.to_dict``) in a few lines."""
     plan = doc["plan"]
     made = {s["step"]: s["ref"] for s in doc["steps"] if s["state"] == "done"}
+    lun = parse_lun_ref(made.get("share") or "")[1] or "?"
+    source = (f"the VMFS copy on LUN naa.{lun} of {plan['clone']}"
+              if plan.get("transport") == Transport.VMFS else f"{plan['nas_address']}:{plan['clone']}")
     lines = [f"restore {doc['restore_id']}: {plan['vm_name']} from {plan['snapshot']} as {plan['new_name']} "
              f"({doc['state']})",
              f"  point: {plan['point']}",
-             f"  on {plan['host_name']}: datastore {plan['datastore']} = "
-             f"{plan['nas_address']}:{plan['clone']}"]
+             f"  on {plan['host_name']}: datastore {plan['datastore']} = {source}"]
     if doc["state"] == "restored":
         network = "connected" if plan["connect_network"] else "NICs not connected at power-on"
         power = "powered on" if "power_on" in made else "powered off"

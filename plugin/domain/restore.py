@@ -2,7 +2,10 @@
 
 A restore brings one VM of a coordinated ZFS snapshot back beside its original: the
 snapshot cloned, the clone shared and mounted as a new datastore, the VM registered from
-it under a new name and reverted to the VMware snapshot the run made. What point in time
+it under a new name and reverted to the VMware snapshot the run made. The clone of a
+filesystem is shared over NFS and mounted by its export; the clone of a zvol (a VMFS
+datastore on an iSCSI LUN) is exposed as a new LUN beside the original's and mounted with
+a new VMFS signature, since ESXi will not mount a copy under the original's. What point in time
 that gives depends on what the run did to the VM (its manifest entry); ``point_of`` says
 it in words, and which VMware snapshot to revert to.
 """
@@ -23,8 +26,8 @@ class RestoreStep(enum.StrEnum):
     """The side effects of a restore, in the order they are made."""
 
     CLONE = "clone"            # zfs clone of the snapshot
-    SHARE = "share"            # the clone exported over NFS
-    DATASTORE = "datastore"    # mounted on the chosen host
+    SHARE = "share"            # the clone exported: an NFS share, or an iSCSI LUN (a zvol's)
+    DATASTORE = "datastore"    # mounted on the chosen host (a LUN's VMFS copy resignatured)
     REGISTER = "register"      # the VM registered from the clone
     REVERT = "revert"          # reverted to the run's VMware snapshot
     NETWORK = "network"        # NICs set not to connect at power-on
@@ -36,6 +39,13 @@ class RestoreStep(enum.StrEnum):
 # and the NIC setting went with the VM: their rows are closed once it is unregistered.
 UNDONE_IN_ORDER = (RestoreStep.ATTACH, RestoreStep.POWER_ON, RestoreStep.REGISTER, RestoreStep.REVERT,
                    RestoreStep.NETWORK, RestoreStep.DATASTORE, RestoreStep.SHARE, RestoreStep.CLONE)
+
+
+class Transport(enum.StrEnum):
+    """How the host reaches the clone: what the snapshotted dataset is."""
+
+    NFS = "nfs"                # a filesystem: an NFS datastore's export
+    VMFS = "vmfs"              # a zvol: a VMFS datastore's iSCSI LUN
 
 
 class RestoreState(enum.StrEnum):
@@ -78,25 +88,28 @@ class RestorePlan:
     host_name: str
     clone: str                     # the clone's dataset
     datastore: str                 # the new datastore's name
-    nas_address: str               # how the host mounts this NAS
+    nas_address: str               # how the host mounts this NAS ("" for a LUN)
     vmx_path: str                  # the .vmx relative to the datastore's root: "dir/vm.vmx"
     revert_to: str | None          # the VMware snapshot's name to revert to, None: no revert
     point: str                     # what point in time the restore gives, in words
     power_on: bool = False
     connect_network: bool = False
     export_subdir: str = ""        # the datastore's root below the dataset's mountpoint ("": the same)
+    transport: Transport = Transport.NFS
+    source_lun: str = ""           # VMFS: the NAA of the original datastore's LUN (the zvol's extent)
 
     @property
     def vmx_datastore_path(self) -> str:
         return f"[{self.datastore}] {self.vmx_path}"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"transport": self.transport.value}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RestorePlan:
         names = {f.name for f in dataclasses.fields(RestorePlan)}
-        return RestorePlan(**{k: v for k, v in d.items() if k in names})
+        plan = RestorePlan(**{k: v for k, v in d.items() if k in names})
+        return dataclasses.replace(plan, transport=Transport(plan.transport))
 
 
 def point_of(outcome: dict[str, Any]) -> tuple[str | None, str]:
@@ -116,6 +129,17 @@ def point_of(outcome: dict[str, Any]) -> tuple[str | None, str]:
     why = ("excluded by its policy (not prepared)" if outcome.get("consistency") == Consistency.EXCLUDED
            else "crash-consistent in this snapshot (no VMware snapshot)")
     return None, f"no revert: the VM was {why}, so the clone's disks are the point, as after a power loss"
+
+
+def lun_ref(extent: str, naa: str) -> str:
+    """A LUN's journal reference: the NAS's id of its extent and the NAA hosts see it by."""
+    return f"{extent} naa.{naa}"
+
+
+def parse_lun_ref(ref: str) -> tuple[str, str]:
+    """(extent id, NAA) of ``lun_ref``; ("", "") for a reference of another kind."""
+    extent, _, naa = ref.partition(" naa.")
+    return (extent, naa) if naa else ("", "")
 
 
 def default_name(vm: str, restore_id: str) -> str:

@@ -3,7 +3,8 @@
 The mapped endpoints (their certificates verified, or pinned on first use, as for runs), the
 journal on the system dataset, the NAS's addresses from its interfaces and names, the clone
 made and destroyed with the ``zfs`` command (as every ZFS write of this plugin:
-``snapshots.py`` says why) and shared through ``sharing.nfs`` (``sharing.py``). The
+``snapshots.py`` says why), a filesystem's shared through ``sharing.nfs`` (``sharing.py``), a
+zvol's exposed as an iSCSI extent (``iscsi.py``). The
 middlewared services only translate arguments and errors.
 """
 
@@ -21,6 +22,7 @@ from ..domain.errors import InvalidInput, NotFound
 from ..domain.restore import RestoreRequest
 from ..vsphere.restore import VsphereRestore
 from . import facts
+from .iscsi import TrueNasLuns
 from .runtime import Runtime
 from .sharing import TrueNasSharing
 
@@ -32,6 +34,7 @@ class Restores:
         self._runtime = runtime
         self._call = call
         self.sharing = TrueNasSharing(call)
+        self.luns = TrueNasLuns(call)
 
     def parts(self) -> RestoreParts:
         """What a restore needs, read from middlewared now (mappings may change at any time)."""
@@ -45,7 +48,7 @@ class Restores:
             return VsphereRestore(connector.open(endpoint_id))
 
         return RestoreParts(self._runtime.journal(), self._runtime.shell, self.sharing, open_endpoint,
-                            tuple(facts.nas_addresses(self._call)))
+                            tuple(facts.nas_addresses(self._call)), self.luns)
 
     def snapshots(self, dataset: str) -> list[dict[str, Any]]:
         return restore_preview.coordinated_snapshots(self.parts(), dataset)

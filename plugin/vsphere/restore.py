@@ -3,7 +3,11 @@
 A restore is a handful of operations on one VM, so this reads properties one object at a
 time (no batched collector like the inventory's) and waits for each task through the
 engine hypervisor's task watcher. Calls, per the vSphere Web Services API:
-``HostDatastoreSystem.CreateNasDatastore`` / ``RemoveDatastore``, ``Folder.RegisterVM_Task``,
+``HostDatastoreSystem.CreateNasDatastore`` / ``RemoveDatastore``; for a VMFS copy on a new
+LUN ``HostStorageSystem.RescanAllHba`` / ``RescanVmfs`` / ``QueryUnresolvedVmfsVolume``,
+``HostDatastoreSystem.ResignatureUnresolvedVmfsVolume_Task``, ``Datastore.Rename_Task``, and
+to take it away ``UnmountVmfsVolume`` then ``DetachScsiLun`` (VMware's order before a LUN is
+unpresented: no dead paths left on the host); ``Folder.RegisterVM_Task``,
 ``VirtualMachineSnapshot.RevertToSnapshot_Task(suppressPowerOn=True)``,
 ``VirtualMachine.ReconfigVM_Task`` (NICs, an existing disk), ``PowerOnVM_Task`` with
 ``runtime.question`` answered through ``AnswerVM``, ``PowerOffVM_Task``, ``UnregisterVM``.
@@ -19,6 +23,7 @@ from pyVmomi import vim, vmodl
 
 from ..app.restore_ports import HostInfo, VmLayout
 from ..domain.model import PowerState
+from ..domain.storage import normalize_naa
 from ..engine.ports import NoAnswer, Refused, TaskHandle
 from .hypervisor import VsphereHypervisor, translated
 from .inventory import snapshot_facts
@@ -49,7 +54,8 @@ class VsphereRestore:
     def hosts(self) -> list[HostInfo]:
         datastores = self._datastores()
         found = self._hv.properties_of(vim.HostSystem, ["name", "runtime.connectionState",
-                                                        "runtime.inMaintenanceMode", "datastore"])
+                                                        "runtime.inMaintenanceMode", "datastore",
+                                                        "config.storageDevice.scsiLun"])
         out = []
         for moref, props in found.items():
             servers = set()
@@ -61,7 +67,8 @@ class VsphereRestore:
             out.append(HostInfo(moref=moref, name=props.get("name", moref),
                                 connected=props.get("runtime.connectionState") == "connected"
                                 and not props.get("runtime.inMaintenanceMode"),
-                                nfs_servers=tuple(sorted(s for s in servers if s))))
+                                nfs_servers=tuple(sorted(s for s in servers if s)),
+                                luns=tuple(sorted(_naa_ids(props.get("config.storageDevice.scsiLun"))))))
         return out
 
     @translated
@@ -79,6 +86,22 @@ class VsphereRestore:
             nas = getattr(props.get("info"), "nas", None) if props.get("name") == datastore_name else None
             if nas is not None:
                 return nas.remotePath
+        return None
+
+    @translated
+    def vmfs_extents(self, datastore_name: str) -> tuple[str, ...] | None:
+        for props in self._datastores().values():
+            vmfs = getattr(props.get("info"), "vmfs", None) if props.get("name") == datastore_name else None
+            if vmfs is not None:
+                return tuple(e.diskName for e in vmfs.extent or ())
+        return None
+
+    @translated
+    def find_datastore_on(self, naa: str) -> str | None:
+        for moref, props in self._datastores().items():
+            vmfs = getattr(props.get("info"), "vmfs", None)
+            if vmfs is not None and naa in {normalize_naa(e.diskName) for e in vmfs.extent or ()}:
+                return moref
         return None
 
     @translated
@@ -123,9 +146,49 @@ class VsphereRestore:
         return self._host(host_moref).configManager.datastoreSystem.CreateNasDatastore(spec)._moId
 
     @translated
+    def mount_vmfs_copy(self, host_moref: str, naa: str, name: str) -> str:
+        host = self._host(host_moref)
+        storage = host.configManager.storageSystem
+        storage.RescanAllHba()
+        storage.RescanVmfs()
+        copies = [v for v in storage.QueryUnresolvedVmfsVolume() or ()
+                  if any(normalize_naa(e.device.diskName) == naa for e in v.extent or ())]
+        if not copies:
+            raise Refused(f"after a rescan, {host.name} sees no unresolved VMFS copy on LUN naa.{naa}")
+        volume = copies[0]
+        status = volume.resolveStatus
+        if status is not None and (not status.resolvable or status.incompleteExtents):
+            raise Refused(f"the VMFS copy {volume.vmfsLabel} on LUN naa.{naa} cannot be resignatured: "
+                          "not every extent of it is there")
+        spec = vim.host.UnresolvedVmfsResignatureSpec(extentDevicePath=[e.devicePath for e in volume.extent])
+        self._wait(host.configManager.datastoreSystem.ResignatureUnresolvedVmfsVolume_Task(spec))
+        # The task's result is the new datastore, named "snap-<hex>-<label>" by ESXi: found by
+        # its LUN (as an undo finds it), then given the restore's own name.
+        moref = self.find_datastore_on(naa)
+        if moref is None:
+            raise Refused(f"{host.name} resignatured the VMFS copy on LUN naa.{naa}, but mounts no "
+                          "datastore on it")
+        self._wait(vim.Datastore(moref, stub=self._stub).Rename_Task(name))
+        return moref
+
+    @translated
     def unmount(self, host_moref: str, datastore_moref: str) -> None:
-        self._host(host_moref).configManager.datastoreSystem.RemoveDatastore(
-            vim.Datastore(datastore_moref, stub=self._stub))
+        host = self._host(host_moref)
+        datastore = vim.Datastore(datastore_moref, stub=self._stub)
+        vmfs = getattr(datastore.info, "vmfs", None)
+        if vmfs is None:
+            host.configManager.datastoreSystem.RemoveDatastore(datastore)
+            return
+        storage = host.configManager.storageSystem
+        storage.UnmountVmfsVolume(vmfs.uuid)
+        disks = {e.diskName for e in vmfs.extent or ()}
+        for lun in host.config.storageDevice.scsiLun or ():
+            if lun.canonicalName in disks:
+                storage.DetachScsiLun(lun.uuid)
+
+    @translated
+    def rescan(self, host_moref: str) -> None:
+        self._host(host_moref).configManager.storageSystem.RescanAllHba()
 
     @translated
     def register(self, vmx_path: str, name: str, host_moref: str) -> str:
@@ -221,6 +284,13 @@ class VsphereRestore:
 
     def close(self) -> None:
         self._hv.close()
+
+
+def _naa_ids(luns: Any) -> set[str]:
+    """The NAA ids of a host's SCSI disks (``naa.…`` canonical names only: ``t10.``, ``mpx.``
+    are local or not identified by NAA)."""
+    return {normalize_naa(lun.canonicalName) for lun in luns or ()
+            if (lun.canonicalName or "").lower().startswith("naa.")}
 
 
 def _copied_choice(question: Any) -> str:

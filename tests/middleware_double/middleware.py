@@ -20,7 +20,8 @@ Mirrors TS-25.10.6:
   ``interface.query``, ``network.configuration.config``, ``pool.dataset.query``,
   ``iscsi.extent.query``), backed by the real zfs-fuse pool through the ``zfs`` command;
   ``sharing.nfs``, ``dnsclient.forward_lookup`` and ``service.query`` for restores
-  (``sharing.py``).
+  (``sharing.py``), ``iscsi.extent`` and ``iscsi.targetextent`` for restores of zvols
+  (``iscsi.py``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import concurrent.futures
 import json
 import logging
 import os
-import subprocess
 import threading
 import types
 from collections import defaultdict
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from truenas_vmware_coord.zfs.shell import LocalShell, Shell, ShellError
 
 from . import alerts as alerts_mod
 from . import alerts_typed
@@ -53,6 +54,7 @@ from .framework import (
     ValidationError,
     ValidationErrors,
 )
+from .iscsi import Iscsi
 from .sharing import SharingNfs
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,18 @@ def _wire(value: Any) -> Any:
     return value.model_dump() if hasattr(value, "model_dump") else str(value)
 
 
-def _zfs(*args: str) -> str:
-    proc = subprocess.run(["zfs", *args], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise CallError(f"zfs {' '.join(args)}: {proc.stderr.strip()}")
-    return proc.stdout
+class Zfs:
+    """The ``zfs`` command the NAS's services run, through a ``Shell`` (a test can put the rig's
+    zvol double, tools/rig/zvol.py, in front of zfs-fuse, which has no zvols)."""
+
+    def __init__(self) -> None:
+        self.shell: Shell = LocalShell(timeout=60)
+
+    def __call__(self, *args: str) -> str:
+        try:
+            return self.shell.run(["zfs", *args])
+        except ShellError as exc:
+            raise CallError(f"zfs {' '.join(args)}: {exc.stderr.strip()}") from None
 
 
 def _exc_info(exc: BaseException | None) -> dict[str, Any] | None:
@@ -135,10 +144,10 @@ class ZfsSnapshot:
                 self.middleware.call_sync("vmware.snapshot_begin", dataset, recursive))
         try:
             props = [a for k, v in sorted((data.get("properties") or {}).items()) for a in ("-o", f"{k}={v}")]
-            _zfs("snapshot", *(["-r"] if recursive else []), *props, f"{dataset}@{name}")
+            self.middleware.zfs("snapshot", *(["-r"] if recursive else []), *props, f"{dataset}@{name}")
             if vmware_context and vmware_context["vmsynced"]:
                 # What 25.10 does: the property lands on the dataset, not on the snapshot.
-                _zfs("set", "freenas:vmsynced=Y", dataset)
+                self.middleware.zfs("set", "freenas:vmsynced=Y", dataset)
         finally:
             if vmware_context:
                 self.middleware.call_sync("vmware.snapshot_end", over_the_client(vmware_context))
@@ -147,8 +156,8 @@ class ZfsSnapshot:
     def query(self, filters: list | None = None, options: dict | None = None) -> Any:
         # zfs-fuse has neither ``list -p`` nor ``createtxg``: creation comes from ``get -p`` and
         # the txg stand-in from the listing order (per dataset, oldest first, as ZFS lists them).
-        names = _zfs("list", "-H", "-t", "snapshot", "-o", "name").split()
-        created = dict(line.split("\t") for line in _zfs(
+        names = self.middleware.zfs("list", "-H", "-t", "snapshot", "-o", "name").split()
+        created = dict(line.split("\t") for line in self.middleware.zfs(
             "get", "-H", "-p", "-o", "name,value", "creation", *names).splitlines()) if names else {}
         rows = []
         for txg, name in enumerate(names):
@@ -161,9 +170,9 @@ class ZfsSnapshot:
     def update(self, snap_id: str, data: dict[str, Any]) -> dict[str, Any]:
         for prop in data["user_properties_update"]:
             if prop.get("remove"):
-                _zfs("inherit", prop["key"], snap_id)
+                self.middleware.zfs("inherit", prop["key"], snap_id)
             else:
-                _zfs("set", f"{prop['key']}={prop['value']}", snap_id)
+                self.middleware.zfs("set", f"{prop['key']}={prop['value']}", snap_id)
         return self.query([["id", "=", snap_id]], {"get": True})
 
 
@@ -195,9 +204,9 @@ class PoolSnapshot26:
             context = self.middleware.call_sync("vmware.snapshot_begin", dataset, recursive)
         try:
             props = [a for k, v in sorted((data.get("properties") or {}).items()) for a in ("-o", f"{k}={v}")]
-            _zfs("snapshot", *(["-r"] if recursive else []), *props, f"{dataset}@{name}")
+            self.middleware.zfs("snapshot", *(["-r"] if recursive else []), *props, f"{dataset}@{name}")
             if context and context["vmsynced"]:
-                _zfs("set", "freenas:vmsynced=Y", dataset)
+                self.middleware.zfs("set", "freenas:vmsynced=Y", dataset)
         finally:
             if context:
                 self.middleware.call_sync("vmware.snapshot_end", context)
@@ -205,7 +214,7 @@ class PoolSnapshot26:
         return {"id": full, "name": full, "dataset": dataset, "snapshot_name": name}
 
     def query(self, filters: list | None = None, options: dict | None = None) -> Any:
-        names = _zfs("list", "-H", "-t", "snapshot", "-o", "name").split()
+        names = self.middleware.zfs("list", "-H", "-t", "snapshot", "-o", "name").split()
         wanted = ((options or {}).get("extra") or {}).get("properties") or []
         rows = []
         for name in names:
@@ -213,7 +222,7 @@ class PoolSnapshot26:
             row: dict[str, Any] = {"id": name, "name": name, "dataset": dataset, "snapshot_name": snap,
                                    "properties": {}}
             for prop in wanted:
-                value = _zfs("get", "-H", "-p", "-o", "value", prop, name).strip()
+                value = self.middleware.zfs("get", "-H", "-p", "-o", "value", prop, name).strip()
                 row["properties"][prop] = {"value": value, "rawvalue": value, "parsed": value}
             rows.append(row)
         return filter_list(rows, filters, options)
@@ -280,11 +289,15 @@ class Middleware:
             {"zfs.snapshot": self.zfs_snapshot, "pool.snapshot": PoolSnapshot25(self.zfs_snapshot)}
             if release == "25.10" else {"pool.snapshot": PoolSnapshot26(self)})
         (self.workdir / "system").mkdir(exist_ok=True)
+        self.zfs = Zfs()
         self.dns: dict[str, str] = {}   # what the NAS's DNS and host name database resolve
         self.sharing_nfs = SharingNfs(self.dns, self._mountpoints)
+        self.zvols: set[str] = set()    # the zvols whose /dev/zvol device exists (zfs-fuse has none)
+        self.iscsi = Iscsi(lambda: self.zvols)
         self.services.update({
             "sharing.nfs": self.sharing_nfs,
-            "service": _Plain(query=self.sharing_nfs.services),
+            "service": _Plain(query=lambda filters=None, options=None: filter_list(
+                self.sharing_nfs.services() + self.iscsi.services(), filters, options)),
             "dnsclient": _Plain(forward_lookup=self.sharing_nfs.forward_lookup),
             "datastore": self.datastore,
             "alert": _Plain(oneshot_create=self.alert.oneshot_create,
@@ -298,7 +311,9 @@ class Middleware:
             **snapshot_services,
             "systemdataset": _Plain(config=lambda: {"path": self.system_dataset_path}),
             "pool.dataset": _Plain(query=self._datasets),
-            "iscsi.extent": _Plain(query=lambda *a: []),
+            "iscsi.extent": _Plain(query=self.iscsi.extent_query, create=self.iscsi.extent_create,
+                                   delete=self.iscsi.extent_delete),
+            "iscsi.targetextent": _Plain(query=self.iscsi.mapping_query, create=self.iscsi.mapping_create),
         })
         del self.services["interface.query"]
         for name in ("alert", "network.general", "datastore", "sharing.nfs", *snapshot_services):
@@ -464,11 +479,11 @@ class Middleware:
         return [PeriodicSnapshotTaskEntry(**row) for row in found]
 
     def _mountpoints(self) -> set[str]:
-        out = _zfs("list", "-H", "-o", "mountpoint", "-t", "filesystem")
+        out = self.zfs("list", "-H", "-o", "mountpoint", "-t", "filesystem")
         return {os.path.realpath(m) for m in out.split() if m.startswith("/")}
 
     def _datasets(self, filters: list | None = None, options: dict | None = None) -> list[dict[str, Any]]:
-        out = _zfs("list", "-H", "-o", "name,mountpoint,type")
+        out = self.zfs("list", "-H", "-o", "name,mountpoint,type")
         rows = [{"name": n, "mountpoint": m if m.startswith("/") else None,
                  "type": "VOLUME" if t == "volume" else "FILESYSTEM"}
                 for n, m, t in (line.split("\t") for line in out.splitlines())]

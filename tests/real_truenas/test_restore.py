@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from truenas_vmware_coord.truenas.iscsi import device_missing
+
 from .conftest import zfs
 
 
@@ -51,3 +53,21 @@ def test_an_unknown_restore_is_not_found(api: Any, observe: Any) -> None:
     observe("vmware_coord.restore_get unknown", missing)
     assert missing["type"] == "ValidationErrors" and missing["errors"][0][0] is None, missing
     assert missing["errors"][0][2] == 2 and "nosuch" in missing["errors"][0][1], missing
+
+
+def test_an_extent_for_a_zvol_whose_device_is_not_there_is_refused_as_the_lun_export_expects(
+        api: Any, observe: Any) -> None:
+    # What the VMFS restore's extent create meets when udev has not made the clone's device yet
+    # (truenas/iscsi.py tries again only for this refusal): here no zvol exists at all.
+    clone = "tank/lun-restore-0badc0de"
+    refused = api.error("iscsi.extent.create",
+                        {"name": "coord-probe", "type": "DISK", "disk": f"zvol/{clone}"})
+    observe("iscsi.extent.create missing device", refused)
+    assert refused["type"] == "ValidationErrors", refused
+    [message] = [m for field, m, _errno in refused["errors"] if field == "iscsi_extent_create.disk"]
+    assert device_missing(message, clone), refused
+    assert not device_missing(message, "tank/other"), refused
+    assert api.call("iscsi.extent.query", [["name", "=", "coord-probe"]]) == []
+    state = api.call("service.query", [["service", "=", "iscsitarget"]], {"get": True})["state"]
+    observe("service.query iscsitarget state", state)
+    assert state in ("RUNNING", "STOPPED"), state

@@ -35,6 +35,7 @@ def test_restore_a_vm_from_the_preview_then_clean_it_up(page: Page, scenario, sh
     expect(row.locator("code")).to_have_text(re.compile(r"^truenas-vmware-coord:"))
     expect(row).to_contain_text("restorable")
     expect(row).to_contain_text(f"{app}-restored-<restore id>")
+    expect(row).to_contain_text("(over NFS)")
     # The passthrough VM was crash-consistent: no VMware snapshot, the clone's disks are the point.
     expect(rows.filter(has_text="gpu-01")).to_contain_text("the clone's disks are the point")
     shot(page, "restore-preview")

@@ -231,7 +231,7 @@ def test_the_manual_snapshot_context_crosses_json_where_the_creator_runs_in_the_
     try:
         mw.services["vmware"] = double._Plain(snapshot_begin=lambda dataset, recursive: context,
                                               snapshot_end=ended.append)
-        monkeypatch.setattr(double, "_zfs", lambda *args: "")
+        mw.zfs = lambda *args: ""
         monkeypatch.setattr(double.ZfsSnapshot, "query", lambda self, *args: {"id": "tank/a@s"})
         mw.call_sync("pool.snapshot.create", {"dataset": "tank/a", "name": "s", "vmware_sync": True})
         if release == "25.10":

@@ -51,7 +51,6 @@ def _made(hv: FakeRestoreHypervisor, zfs: FakeZfsHost) -> tuple:
     (RestoreRequest("tank/vm@nosuch", "app"), None, "snapshot", "does not exist"),
     (RestoreRequest("tank/vm", "app"), None, "snapshot", "is not DATASET@SNAPSHOT"),
     (RestoreRequest(SNAPSHOT, "db"), None, "--vm", "no VM named 'db' in the manifest"),
-    (RestoreRequest("tank/lun0@daily", "app"), None, "snapshot", "is a zvol (a VMFS datastore)"),
     (RestoreRequest(SNAPSHOT, "app"), [manifest_entry(provider="libvirt")], "--vm", "libvirt guest"),
     (RestoreRequest(SNAPSHOT, "app", new_name="app"), None, "--as", "a VM named 'app' exists already"),
     (RestoreRequest(SNAPSHOT, "app", host="esx9"), None, "--host", "no host named 'esx9'"),
@@ -288,6 +287,7 @@ def test_the_summary_says_the_point_and_how_to_clean_up(tmp_path, hv, zfs):
     result = restore(parts, RestoreRequest(SNAPSHOT, "app"))
     text = render.restore_summary(result.to_dict())
     assert f"point: reverted to the VMware snapshot {MARKER}" in text
+    assert f"on esx1: datastore {result.plan.datastore} = {NAS}:{result.plan.clone}" in text
     assert "powered off, NICs not connected at power-on" in text
     assert f"'vmware-coord restore cleanup {result.restore_id}'" in text
     listed = list_restores(parts)

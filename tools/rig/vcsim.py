@@ -182,9 +182,23 @@ PATCHES: tuple[tuple[str, str, str], ...] = (
         "\t\t\tUrl: c.Spec.LocalPath,\n",
         "\t\t\tUrl: coordNasURL(c.Spec),\n",
     ),
+    # The iSCSI / VMFS double (coord_vmfs.go): a rescan sees the rig's iSCSI target.
+    (
+        "host_storage_system.go",
+        "func (s *HostStorageSystem) RescanAllHba(ctx *Context, _ *types.RescanAllHba) soap.HasFault {\n",
+        "func (s *HostStorageSystem) RescanAllHba(ctx *Context, _ *types.RescanAllHba) soap.HasFault {\n"
+        "\tcoordRescanLuns(ctx, s)\n",
+    ),
+    (
+        "host_storage_system.go",
+        "func (s *HostStorageSystem) RescanVmfs(*Context, *types.RescanVmfs) soap.HasFault {\n",
+        "func (s *HostStorageSystem) RescanVmfs(ctx *Context, _ *types.RescanVmfs) soap.HasFault {\n"
+        "\tcoordRescanLuns(ctx, s)\n",
+    ),
 )
 
-ADDED_FILES = {"zz_coord_hooks.go": "coord_hooks.go", "zz_coord_vmsd.go": "coord_vmsd.go"}
+ADDED_FILES = {"zz_coord_hooks.go": "coord_hooks.go", "zz_coord_vmsd.go": "coord_vmsd.go",
+               "zz_coord_vmfs.go": "coord_vmfs.go"}
 
 # Build variants: the patches each leaves out. "rig" is what every test runs against.
 VARIANTS: dict[str, tuple[tuple[str, str, str], ...]] = {"rig": (), "stock-wait": (PROMPT_WAIT,)}

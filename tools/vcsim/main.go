@@ -247,6 +247,7 @@ func main() {
 	keyFile := flag.String("tls-key", "", "PEM key for -tls-cert")
 	var nfs multiFlag
 	flag.Var(&nfs, "nfs", "NAME=LOCALDIR[,host=H][,path=P]: an NFS datastore on every host (repeatable)")
+	iscsi := flag.String("iscsi", "", "DIR: the NAS's iSCSI target every host is logged in to (see coord_vmfs.go)")
 	flag.Parse()
 	if !*verbose {
 		// The library logs every property collector update; tests and the demo read stdout.
@@ -258,6 +259,11 @@ func main() {
 	var nfsSpecs []nfsSpec
 	for _, n := range nfs {
 		nfsSpecs = append(nfsSpecs, parseNFS(n))
+	}
+	if *iscsi != "" {
+		if fi, err := os.Stat(*iscsi); err != nil || !fi.IsDir() {
+			fail("-iscsi: %s is no directory", *iscsi)
+		}
 	}
 
 	model := simulator.VPX()
@@ -303,6 +309,13 @@ func main() {
 			model.Remove()
 			os.RemoveAll(linkDir)
 			fail("-nfs %s: %v", spec.name, err)
+		}
+	}
+	if *iscsi != "" {
+		if err = simulator.CoordIscsiStart(*iscsi); err != nil {
+			model.Remove()
+			os.RemoveAll(linkDir)
+			fail("-iscsi: %v", err)
 		}
 	}
 	if *tools {
