@@ -167,9 +167,11 @@ def _undo(parts: RestoreParts, hv: RestoreHypervisor, plan: RestorePlan, step: R
     elif step.step is RestoreStep.SHARE and plan.transport is Transport.VMFS:
         extent, _ = parse_lun_ref(step.ref or "")
         parts.luns.unexpose(extent or plan.clone)
-        # The host drops a LUN that is gone at its next rescan; this one only makes it sooner.
-        with contextlib.suppress(HypervisorFailure):
-            hv.rescan(plan.host_moref)
+        # Each host that discovered the LUN drops it, gone, at its next rescan: made sooner here.
+        seeing = [h.moref for h in hv.hosts() if lun and lun in h.luns] or [plan.host_moref]
+        for host in seeing:
+            with contextlib.suppress(HypervisorFailure):
+                hv.rescan(host)
     elif step.step is RestoreStep.SHARE:
         parts.sharing.unshare(step.ref or plan.clone)
     elif step.step is RestoreStep.CLONE:

@@ -120,6 +120,8 @@ def test_a_vm_on_a_zvols_vmfs_datastore_comes_back_from_a_new_lun_and_cleanup_le
     (san.zvols.device(san.zvol) / san.vm.name / "changed-later.txt").write_text("not in the snapshot\n")
     before = san.everything()
 
+    listed = ok(san.mw.midclt("vmware_coord.restore_snapshots", json.dumps(san.zvol)))
+    assert [(s["snapshot"], s["run_id"]) for s in listed] == [(snap, run_id)]
     [shown] = ok(san.mw.midclt("vmware_coord.restore_preview", json.dumps(snap)))["vms"]
     assert shown["problem"] is None and shown["transport"] == "vmfs"
     assert shown["hosts"] == [san.host.name] and shown["host"] == san.host.name

@@ -151,7 +151,7 @@ class FakeRestoreHypervisor:
         return next((m for m, n in self.datastores.items() if f"naa.{naa}" in self.extents.get(n, ())), None)
 
     def rescan(self, host_moref: str) -> None:
-        self._act("rescan")
+        self._act(f"rescan {host_moref}")
 
     def mount_nfs(self, host_moref: str, server: str, export: str, name: str) -> str:
         self._act("mount_nfs")

@@ -4,6 +4,8 @@ taken away again in VMware's order (unmount and detach, then the LUN, then the c
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from fake_restore import (
     LUN,
@@ -79,10 +81,13 @@ def test_cleanup_unmounts_and_detaches_then_takes_the_lun_away_then_the_clone(tm
     parts = restore_parts(tmp_path, hv, zfs)
     before = _made(hv, zfs, parts)
     result = restore(parts, RestoreRequest(ZVOL_SNAPSHOT, "db"))
+    naa = parse_lun_ref(result.steps[1].ref)[1]
+    # Both hosts discovered the clone's LUN (esx2 rescanned meanwhile): both drop it, gone.
+    hv.hosts_ = [dataclasses.replace(h, luns=(*h.luns, naa)) for h in hv.hosts_]
     hv.calls.clear()
     cleaned = cleanup(parts, result.restore_id)
     assert cleaned.state is RestoreState.CLEANED and _made(hv, zfs, parts) == before
-    assert hv.calls == ["unregister", "unmount", "rescan"]
+    assert hv.calls == ["unregister", "unmount", "rescan host-1", "rescan host-2"]
     assert [c[1] for c in zfs.calls[-2:]] == ["get", "destroy"] and zfs.calls[-1][-1] == result.plan.clone
 
 
