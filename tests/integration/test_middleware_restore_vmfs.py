@@ -25,7 +25,7 @@ from truenas_vmware_coord.engine.ports import HypervisorFailure, Refused
 
 from tests.integration.test_middleware_hooks import pin
 from tests.integration.test_middleware_restore import invalid, job, ok
-from tests.integration.test_restore import _add_nic, _trees
+from tests.integration.test_restore import _add_nic, assert_at_the_snapshots_point
 from tests.middleware_double import harness
 from tests.middleware_double.middleware import Middleware
 from tools.rig import inventory
@@ -147,15 +147,7 @@ def test_a_vm_on_a_zvols_vmfs_datastore_comes_back_from_a_new_lun_and_cleanup_le
     assert datastore.info.vmfs.uuid != next(ds for ds in inventory.datastores(san.si)
                                              if ds.name == san.datastore).info.vmfs.uuid
     copy = inventory.vm_named(san.si, f"{san.vm.name}-copy")
-    current = next(s for s in _trees(copy.snapshot.rootSnapshotList)
-                   if s.snapshot == copy.snapshot.currentSnapshot)
-    assert current.name == f"truenas-vmware-coord:{run_id}"
-    assert "after-the-snapshot" not in inventory.snapshot_names(copy)
-    disks = [d.backing.fileName for d in copy.config.hardware.device
-             if isinstance(d, vim.vm.device.VirtualDisk)]
-    assert disks and all(f.startswith(f"[{plan['datastore']}] ") for f in disks)
-    assert not any(n.connectable.startConnected for n in copy.config.hardware.device
-                   if isinstance(n, vim.vm.device.VirtualEthernetCard))
+    assert_at_the_snapshots_point(copy, run_id, plan["datastore"])
     clone_dir = san.zvols.device(plan["clone"]) / san.vm.name
     assert (clone_dir / f"{san.vm.name}.vmx").exists() and not (clone_dir / "changed-later.txt").exists()
     assert inventory.snapshot_names(san.vm) == ["after-the-snapshot"]   # the original: untouched

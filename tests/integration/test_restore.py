@@ -44,6 +44,22 @@ def cli(sim, zfs_pool, module_si, tmp_path) -> CliEnv:
     return cli
 
 
+def assert_at_the_snapshots_point(copy: vim.VirtualMachine, run_id: str,
+                                  datastore: str) -> vim.vm.SnapshotTree:
+    """The restored copy is at the run's point: its current snapshot the run's marker (not one
+    taken after), its disks on the restore's datastore, no NIC connecting; returns that snapshot."""
+    current = next(s for s in _trees(copy.snapshot.rootSnapshotList)
+                   if s.snapshot == copy.snapshot.currentSnapshot)
+    assert current.name == f"truenas-vmware-coord:{run_id}"
+    assert "after-the-snapshot" not in inventory.snapshot_names(copy)
+    disks = [d.backing.fileName for d in copy.config.hardware.device
+             if isinstance(d, vim.vm.device.VirtualDisk)]
+    assert disks and all(f.startswith(f"[{datastore}] ") for f in disks)
+    nics = [d for d in copy.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard)]
+    assert nics and not any(n.connectable.startConnected for n in nics)
+    return current
+
+
 def _left_behind(cli: CliEnv, doc: dict) -> list[str]:
     """What of a restore still exists: its clone, its share, its datastore, its VM."""
     plan, si = doc["plan"], cli.env.si
@@ -75,15 +91,7 @@ def test_restore_brings_the_vm_back_at_the_snapshots_point_and_cleanup_leaves_no
     assert doc["state"] == "restored" and plan["new_name"] == f"{name}-copy"
     assert plan["revert_to"] == f"truenas-vmware-coord:{run_id}" and "reverted to" in plan["point"]
     copy = inventory.vm_named(env.si, f"{name}-copy")
-    current = next(s for s in _trees(copy.snapshot.rootSnapshotList)
-                   if s.snapshot == copy.snapshot.currentSnapshot)
-    assert current.name == f"truenas-vmware-coord:{run_id}"
-    assert "after-the-snapshot" not in inventory.snapshot_names(copy)
-    disks = [d.backing.fileName for d in copy.config.hardware.device
-             if isinstance(d, vim.vm.device.VirtualDisk)]
-    assert disks and all(f.startswith(f"[{plan['datastore']}] ") for f in disks)
-    nics = [d for d in copy.config.hardware.device if isinstance(d, vim.vm.device.VirtualEthernetCard)]
-    assert nics and not any(n.connectable.startConnected for n in nics)
+    current = assert_at_the_snapshots_point(copy, run_id, plan["datastore"])
     assert copy.runtime.powerState == "poweredOff"
     assert doc["notes"][0] == (f"read back: current snapshot truenas-vmware-coord:{run_id}, poweredOff, "
                                "0 of 1 NIC(s) connect at power-on")

@@ -30,6 +30,7 @@ ZVOL_SNAPSHOT = f"{ZVOL}@daily"
 ZVOL_RUN_ID = "fedcba9876543210"
 ZVOL_MARKER = f"truenas-vmware-coord:{ZVOL_RUN_ID}"
 LUN = "6589cfc000000aaaaaaaaaaaaaaaaaaa"    # the zvol's extent, as ESXi sees it (naa.<this>)
+DEAD_PID = 2**22 + 12345   # above the default pid_max: no such process
 
 
 class FakeZfsHost:

@@ -10,6 +10,7 @@ import sqlite3
 import pytest
 from fake_restore import (
     DATASET,
+    DEAD_PID,
     MARKER,
     NAS,
     SNAPSHOT,
@@ -29,18 +30,6 @@ from truenas_vmware_coord.domain.restore import RestoreRequest, RestoreState, Re
 from truenas_vmware_coord.engine.journal import ActionState, Journal, JournalError
 from truenas_vmware_coord.engine.ports import Refused
 from truenas_vmware_coord.zfs.clone import destroy_clone
-
-DEAD_PID = 2**22 + 12345   # above the default pid_max: no such process
-
-
-@pytest.fixture
-def hv() -> FakeRestoreHypervisor:
-    return FakeRestoreHypervisor()
-
-
-@pytest.fixture
-def zfs() -> FakeZfsHost:
-    return FakeZfsHost()
 
 
 def _made(hv: FakeRestoreHypervisor, zfs: FakeZfsHost) -> tuple:

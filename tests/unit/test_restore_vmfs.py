@@ -8,6 +8,7 @@ import dataclasses
 
 import pytest
 from fake_restore import (
+    DEAD_PID,
     LUN,
     ZVOL,
     ZVOL_MARKER,
@@ -33,18 +34,6 @@ from truenas_vmware_coord.domain.restore import (
 )
 from truenas_vmware_coord.engine.journal import ActionState
 from truenas_vmware_coord.engine.ports import NoAnswer, Refused
-
-DEAD_PID = 2**22 + 12345   # above the default pid_max: no such process
-
-
-@pytest.fixture
-def hv() -> FakeRestoreHypervisor:
-    return FakeRestoreHypervisor()
-
-
-@pytest.fixture
-def zfs() -> FakeZfsHost:
-    return FakeZfsHost()
 
 
 def _made(hv: FakeRestoreHypervisor, zfs: FakeZfsHost, parts) -> tuple:

@@ -507,14 +507,7 @@ func coordMountVmfs(ctx *Context, dss *HostDatastoreSystem, name string, h coord
 // coordUnmount unmounts ds from host; the datastore is gone when no host mounts it.
 func coordUnmount(ctx *Context, ds *Datastore, host *HostSystem) {
 	dss := Map.Get(*host.ConfigManager.DatastoreSystem).(*HostDatastoreSystem)
-	kept := dss.Datastore[:0:0]
-	for _, ref := range dss.Datastore {
-		if ref != ds.Self {
-			kept = append(kept, ref)
-		}
-	}
-	dss.Datastore = kept
-	dss.Host.Datastore = kept
+	coordDropDatastore(dss, ds.Self)
 	uuid := coordVmfsOf(ds).Uuid
 	s := Map.Get(*host.ConfigManager.StorageSystem).(*HostStorageSystem)
 	s.FileSystemVolumeInfo.MountInfo = coordDropMountInfo(s.FileSystemVolumeInfo.MountInfo, uuid)

@@ -337,15 +337,7 @@ func (dss *HostDatastoreSystem) RemoveDatastore(ctx *Context, req *types.RemoveD
 		return body
 	}
 	host := Map.Get(dss.Host.Self).(*HostSystem)
-	// dss is locked for this call; its host's list is the same list (as add() keeps it).
-	kept := dss.Datastore[:0:0]
-	for _, ref := range dss.Datastore {
-		if ref != ds.Self {
-			kept = append(kept, ref)
-		}
-	}
-	dss.Datastore = kept
-	dss.Host.Datastore = kept
+	coordDropDatastore(dss, ds.Self)
 	parent := hostParent(&host.HostSystem)
 	Map.RemoveReference(parent, &parent.Datastore, ds.Self)
 	for _, e := range Map.All("HostSystem") {
@@ -362,4 +354,18 @@ func (dss *HostDatastoreSystem) RemoveDatastore(ctx *Context, req *types.RemoveD
 	}
 	body.Res = &types.RemoveDatastoreResponse{}
 	return body
+}
+
+// coordDropDatastore takes a datastore off a host's datastore system and so off the host:
+// add() keeps the two lists the same. Callers serialise it: RemoveDatastore runs under
+// dss's own lock, the VMFS double's unmount under coordVmfsMu.
+func coordDropDatastore(dss *HostDatastoreSystem, ds types.ManagedObjectReference) {
+	kept := dss.Datastore[:0:0]
+	for _, ref := range dss.Datastore {
+		if ref != ds {
+			kept = append(kept, ref)
+		}
+	}
+	dss.Datastore = kept
+	dss.Host.Datastore = kept
 }
