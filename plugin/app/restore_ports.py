@@ -12,11 +12,10 @@ failures (``engine.ports.HypervisorFailure``): the use case never sees a vSphere
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from ..domain.errors import InvalidInput
 from ..domain.model import PowerState, SnapshotFacts
-from ..domain.storage import normalize_naa
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,21 +150,23 @@ class LunExport(Protocol):
 
 
 class NoLunExport:
-    """A NAS whose iSCSI target this product cannot drive: it knows which extents export
-    which zvols (the configuration says), but makes no LUN."""
+    """A NAS whose iSCSI target this product cannot drive: a restore of a zvol's snapshot is
+    refused at its first question, saying ``why``."""
 
-    def __init__(self, extents: dict[str, list[str]], why: str) -> None:
-        self._extents = extents
+    def __init__(self, why: str) -> None:
         self._why = why
 
+    def _refuse(self, zvol: str) -> NoReturn:
+        raise InvalidInput.single("snapshot", f"{zvol} is a zvol (a VMFS datastore's LUN): {self._why}")
+
     def naa_of(self, zvol: str) -> tuple[str, ...]:
-        return tuple(normalize_naa(n) for n in self._extents.get(zvol, ()))
+        self._refuse(zvol)
 
     def check(self, field: str, zvol: str) -> None:
-        raise InvalidInput.single(field, f"{zvol} is a zvol (a VMFS datastore's LUN): {self._why}")
+        self._refuse(zvol)
 
     def expose(self, clone: str, like: str) -> Lun:
-        raise InvalidInput.single("snapshot", f"{like} is a zvol (a VMFS datastore's LUN): {self._why}")
+        self._refuse(like)
 
     def unexpose(self, ref: str) -> None:
         """Nothing was exposed."""

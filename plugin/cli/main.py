@@ -348,7 +348,7 @@ class Cli:
 
         sharing = ZfsSharing(self.shell) if cfg.restore_share == "sharenfs" else ExportedAlready()
         return RestoreParts(journal or Journal(cfg.journal_path), self.shell, sharing, open_endpoint,
-                            cfg.addresses, NoLunExport(cfg.iscsi_extents, self.NO_ISCSI))
+                            cfg.addresses, NoLunExport(self.NO_ISCSI))
 
     def restore(self) -> int:
         """``restore DATASET@SNAPSHOT --vm NAME``, ``restore list``, ``restore cleanup ID``,

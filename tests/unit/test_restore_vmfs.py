@@ -113,7 +113,7 @@ def test_a_host_that_does_not_see_the_original_lun_is_refused_naming_the_ones_th
 
 def test_off_truenas_a_zvol_restore_is_refused_saying_what_to_do(tmp_path, hv, zfs):
     parts = restore_parts(tmp_path, hv, zfs)
-    parts.luns = NoLunExport({ZVOL: [f"naa.{LUN}"]}, "done only through TrueNAS's iSCSI API")
+    parts.luns = NoLunExport("done only through TrueNAS's iSCSI API")
     with pytest.raises(InvalidInput) as caught:
         restore(parts, RestoreRequest(ZVOL_SNAPSHOT, "db"))
     assert caught.value.errors[0].field == "snapshot"
