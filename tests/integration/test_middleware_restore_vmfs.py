@@ -35,23 +35,6 @@ from tools.rig.zvol import ZvolShell
 _n = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory) -> IscsiTarget:
-    return IscsiTarget(tmp_path_factory.mktemp("iscsi-target"))
-
-
-@pytest.fixture(scope="module")
-def san_sim(start_vcsim, target):
-    return start_vcsim(*target.flags(), "-vm", "0", "-strict")
-
-
-@pytest.fixture(scope="module")
-def san_si(san_sim) -> Iterator[vim.ServiceInstance]:
-    si = inventory.connect_to(san_sim)
-    yield si
-    si.content.sessionManager.Logout()
-
-
 def publish(target: IscsiTarget, zvols: ZvolShell) -> Callable[[list[dict[str, Any]]], None]:
     """What SCST does at a reload of TrueNAS's iSCSI service: serve exactly the mapped extents."""
     def reload(mapped: list[dict[str, Any]]) -> None:
@@ -94,7 +77,7 @@ class San:
 
 
 @pytest.fixture
-def san(tmp_path: Path, san_sim, san_si, zfs_pool, target) -> Iterator[San]:
+def san(tmp_path: Path, vmfs_sim, vmfs_si, zfs_pool, target) -> Iterator[San]:
     mw, _plugin = harness.start(tmp_path / "mw")
     harness.wait_jobs(mw)
     zvols = ZvolShell(mw.zfs.shell, tmp_path / "zvols")
@@ -102,8 +85,8 @@ def san(tmp_path: Path, san_sim, san_si, zfs_pool, target) -> Iterator[San]:
     mw.services["vmware_coord"].runtime.shell = zvols
     mw.iscsi.devices = lambda: {n for n in zvols.volumes if "@" not in n}
     mw.iscsi.on_reload = publish(target, zvols)
-    place = San(mw, san_sim, san_si, zfs_pool, target, zvols)
-    pin(mw, san_sim)
+    place = San(mw, vmfs_sim, vmfs_si, zfs_pool, target, zvols)
+    pin(mw, vmfs_sim)
     yield place
     harness.stop(mw)
 

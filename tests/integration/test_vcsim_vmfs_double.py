@@ -8,31 +8,12 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from pyVmomi import vim, vmodl
 
-from tools.rig import inventory, iscsi, vcsim
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> iscsi.IscsiTarget:
-    return iscsi.IscsiTarget(tmp_path_factory.mktemp("iscsi-target"))
-
-
-@pytest.fixture(scope="module")
-def vmfs_sim(start_vcsim, target: iscsi.IscsiTarget) -> vcsim.Simulator:
-    """A strict simulator logged in to the target (start_vcsim stops it by its pid)."""
-    return start_vcsim(*target.flags(), "-vm", "0", "-strict")
-
-
-@pytest.fixture(scope="module")
-def vmfs_si(vmfs_sim: vcsim.Simulator) -> Iterator[vim.ServiceInstance]:
-    si = inventory.connect_to(vmfs_sim)
-    yield si
-    si.content.sessionManager.Logout()
+from tools.rig import inventory, iscsi
 
 
 def _host(si: vim.ServiceInstance, name: str) -> vim.HostSystem:
