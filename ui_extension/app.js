@@ -31,7 +31,13 @@ const views = {
   restore: () => showRestore($("#view-restore"), { rpc: state.rpc, status, table, badge, follow: (job) => { state.lastJob = job; } }),
 };
 
+// The view on screen: choosing its tab again keeps what it shows (a plan just asked for is not
+// wiped by a second render of the list).
+let shown = null;
+
 function activate(name) {
+  if (name === shown) return;
+  shown = name;
   for (const tab of document.querySelectorAll("[role=tab]")) {
     const selected = tab.dataset.view === name;
     tab.setAttribute("aria-selected", String(selected));
