@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
-import re
 from collections.abc import Iterable
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass
@@ -99,7 +98,8 @@ class DatastoreMatch:
 
 def normalize_path(path: str) -> str:
     """An absolute path with no ``//``, ``.``, ``..`` or trailing slash (``/`` stays ``/``)."""
-    return posixpath.normpath(re.sub(r"/+", "/", "/" + path.strip()))
+    # normpath collapses inner slashes but keeps a leading "//" (POSIX): give it one "/".
+    return posixpath.normpath("/" + path.strip().lstrip("/"))
 
 
 def normalize_host(host: str) -> str:

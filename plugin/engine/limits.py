@@ -39,39 +39,46 @@ class _FairSemaphore:
     waiting: with 32 workers and 30 slots per datastore, two VMs starved until the end
     of the removal phase, and their snapshots lived twice as long as the others
     (bench/README.md: N=1,000 at 200 ms, max lifetime 18.2 s against a median of 9.4 s).
+    A freed slot is handed to the oldest waiter, which alone is woken (a shared condition
+    woke every waiter at every release, to find the one whose turn it was).
     """
 
     def __init__(self, size: int) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._free = size
-        self._queue: collections.deque[object] = collections.deque()
+        self._queue: collections.deque[threading.Lock] = collections.deque()   # held by the waiters
 
     def acquire(self, timeout: float) -> bool:
-        with self._cond:
+        with self._lock:
             if self._free > 0 and not self._queue:
                 self._free -= 1
                 return True
-            me = object()
-            self._queue.append(me)
-            deadline = time.monotonic() + timeout
-            try:
-                while not (self._queue[0] is me and self._free > 0):
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._cond.wait(left)
-                self._queue.popleft()
-                self._free -= 1
+            turn = threading.Lock()
+            turn.acquire()
+            self._queue.append(turn)
+        try:
+            if turn.acquire(timeout=max(0.0, timeout)):
+                return True   # released by release(): the slot was handed over
+        except BaseException:
+            if not self._withdraw(turn):
+                self.release()   # handed over as the wait was interrupted: pass it on
+            raise
+        return not self._withdraw(turn)
+
+    def _withdraw(self, turn: threading.Lock) -> bool:
+        """Leave the queue; False if the slot was handed over meanwhile (then it is held)."""
+        with self._lock:
+            if turn in self._queue:
+                self._queue.remove(turn)
                 return True
-            finally:
-                if me in self._queue:
-                    self._queue.remove(me)
-                self._cond.notify_all()   # the next in line may go now
+        return False
 
     def release(self) -> None:
-        with self._cond:
-            self._free += 1
-            self._cond.notify_all()
+        with self._lock:
+            if self._queue:
+                self._queue.popleft().release()
+            else:
+                self._free += 1
 
 
 class Slots:

@@ -5,7 +5,9 @@ committing their own intent queue up behind one lock, and each sends its VMware 
 by the flushes of everyone ahead of it. Here a writer that finds a commit in flight queues
 its statement; the next leader runs every queued statement, each in its own savepoint (a
 bad row fails only its own writer), and commits once. Every writer still returns only
-after its row is on disk: durability before the side effect is unchanged.
+after its row is on disk: durability before the side effect is unchanged. Each writer
+waits on a lock of its own, released by the leader that finished its row or handed it
+the lead for the next commit.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class _Write:
     finished: bool = False
     result: Any = None
     error: BaseException | None = None
+    # Held until the write is finished or its writer is to lead the next commit: each
+    # writer is woken alone (a shared condition woke every waiting writer at every commit,
+    # each then queueing for the condition's lock and the GIL).
+    wake: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
 
 class GroupCommit:
@@ -36,32 +42,53 @@ class GroupCommit:
     def __init__(self, transaction: Transaction) -> None:
         self._transaction = transaction
         self._queue: list[_Write] = []
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
         self._leading = False
 
     def write(self, statement: Statement) -> Any:
         """Run ``statement(db)`` in a committed transaction; return what it returned."""
         write = _Write(statement)
-        batch: list[_Write] = []
-        with self._changed:
+        write.wake.acquire()
+        with self._lock:
             self._queue.append(write)
-            while self._leading and not write.finished:
-                self._changed.wait()
-            if not write.finished:   # no commit in flight: lead one with everything queued
-                self._leading = True
-                batch, self._queue = self._queue, []
-        if batch:
+            follow, self._leading = self._leading, True
+        if follow:
             try:
-                self._commit(batch)
-            finally:
-                with self._changed:
-                    for queued in batch:
-                        queued.finished = True
-                    self._leading = False
-                    self._changed.notify_all()
+                write.wake.acquire()   # released by the leader that finished it, or made it lead
+            except BaseException:
+                self._leave(write)
+                raise
+        if not write.finished:     # no commit in flight: lead one with everything queued
+            self._lead(write)
         if write.error is not None:
             raise write.error
         return write.result
+
+    def _lead(self, leader: _Write) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        finally:
+            for write in batch:
+                write.finished = True
+                if write is not leader:
+                    write.wake.release()
+            with self._lock:
+                self._leading = bool(self._queue)
+                if self._queue:   # the oldest waiting leads the next commit, with all queued by then
+                    self._queue[0].wake.release()
+
+    def _leave(self, write: _Write) -> None:
+        """A follower's wait was interrupted (Ctrl-C in the main thread): it must not take
+        the lead with it. Not yet woken, its row is withdrawn; made to lead, it still leads."""
+        with self._lock:
+            if not write.wake.acquire(blocking=False):
+                if write in self._queue:   # else a commit in flight writes it and wakes no one
+                    self._queue.remove(write)
+                return
+        if not write.finished:
+            self._lead(write)
 
     def _commit(self, batch: list[_Write]) -> None:
         try:

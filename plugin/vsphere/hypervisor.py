@@ -9,11 +9,12 @@ pyVmomi fault and socket error leaves this module as one of the engine's typed f
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any, ParamSpec, TypeVar
 
 from pyVmomi import vim, vmodl
@@ -52,6 +53,9 @@ def translated(method: Callable[P, R]) -> Callable[P, R]:
     return call
 
 
+MAX_TEMPLATES = 16
+
+
 class VsphereHypervisor:
     """A logged-in endpoint as the engine sees it."""
 
@@ -68,6 +72,7 @@ class VsphereHypervisor:
         self._watcher_lock = threading.Lock()
         self._in_flight: dict[int, float] = {}   # snapshot start calls not answered yet: when begun
         self._begun: dict[str, float] = {}       # task -> when the call that started it began
+        self._templates: dict[tuple[str, Hashable], wire.Template] = {}
 
     # --- reading -------------------------------------------------------------------------
 
@@ -80,7 +85,7 @@ class VsphereHypervisor:
         """Narrow properties of objects of ``kind`` in one retrieval: moref -> {path: value}."""
         spec = PC.FilterSpec(objectSet=object_set, propSet=[PC.PropertySpec(type=kind, pathSet=paths)])
         collector = wire.Collector(self.session.content.propertyCollector)
-        return {oc.obj._moId: {p.name: p.val for p in oc.propSet or ()}
+        return {oc.obj._moId: wire.properties(oc)
                 for oc in inventory_reader.retrieve_all(collector, spec)}
 
     def properties_of(self, kind: type, paths: list[str]) -> dict[str, dict[str, Any]]:
@@ -98,21 +103,23 @@ class VsphereHypervisor:
         refs = [self._vm(m) for m in dict.fromkeys(morefs)]
         if not refs:
             return {}
-        found = self._properties([PC.ObjectSpec(obj=r, skip=False) for r in refs],
-                                    ["snapshot", "runtime.powerState", "runtime.consolidationNeeded"])
-        return {moref: VmState(
-            snapshots=inventory_reader.snapshot_facts(props.get("snapshot")),
-            power_state=PowerState(str(props.get("runtime.powerState") or "poweredOff")),
-            consolidation_needed=bool(props.get("runtime.consolidationNeeded")))
-            for moref, props in found.items()}
+        with wire.PausedGc():   # the reply's tree lives until the last VM's state is read
+            found = self._properties([PC.ObjectSpec(obj=r, skip=False) for r in refs],
+                                     ["snapshot", "runtime.powerState", "runtime.consolidationNeeded"])
+            return {moref: VmState(
+                snapshots=inventory_reader.snapshot_facts(props.get("snapshot")),
+                power_state=PowerState(str(props.get("runtime.powerState") or "poweredOff")),
+                consolidation_needed=bool(props.get("runtime.consolidationNeeded")))
+                for moref, props in found.items()}
 
     @translated
     def all_snapshots(self) -> dict[str, tuple[str, tuple[SnapshotFacts, ...]]]:
         """Every VM's name and snapshots (what reconcile's sweep needs, and no more: not the
         devices and files a full inventory parses)."""
-        found = self.properties_of(vim.VirtualMachine, ["name", "snapshot"])
-        return {moref: (props.get("name", moref), inventory_reader.snapshot_facts(props.get("snapshot")))
-                for moref, props in found.items()}
+        with wire.PausedGc():
+            found = self.properties_of(vim.VirtualMachine, ["name", "snapshot"])
+            return {moref: (props.get("name", moref), inventory_reader.snapshot_facts(props.get("snapshot")))
+                    for moref, props in found.items()}
 
     # --- acting --------------------------------------------------------------------------
 
@@ -122,7 +129,6 @@ class VsphereHypervisor:
             return self._begun_at(self._start_snapshot(request), begun)
 
     def _start_snapshot(self, request: SnapshotRequest) -> TaskHandle:
-        vm = self._vm(request.vm_moref)
         if request.quiesce and self.session.create_snapshot_ex is not False:
             spec: vim.vm.GuestQuiesceSpec
             if request.vss_context:
@@ -131,8 +137,9 @@ class VsphereHypervisor:
             else:
                 spec = vim.vm.GuestQuiesceSpec(timeout=request.quiesce_timeout_minutes)
             try:
-                task = wire.call(vm, "CreateSnapshotEx_Task", request.name, request.description,
-                                 request.memory, spec)
+                task = self._template(vim.VirtualMachine, "CreateSnapshotEx_Task", request.name,
+                                      request.description, request.memory, spec,
+                                      key=dataclasses.replace(request, vm_moref="")).call(request.vm_moref)
                 self.session.create_snapshot_ex = True
                 return TaskHandle(task._moId, task)
             except vmodl.fault.MethodNotFound:
@@ -140,16 +147,29 @@ class VsphereHypervisor:
                 log.info("%s: CreateSnapshotEx_Task not implemented; using CreateSnapshot_Task",
                          self.endpoint_id)
                 self.session.create_snapshot_ex = False
-        task = wire.call(vm, "CreateSnapshot_Task", request.name, request.description, request.memory,
-                         request.quiesce)
+        task = self._template(vim.VirtualMachine, "CreateSnapshot_Task", request.name, request.description,
+                              request.memory, request.quiesce,
+                              key=dataclasses.replace(request, vm_moref="")).call(request.vm_moref)
         return TaskHandle(task._moId, task)
 
     @translated
     def start_remove(self, snapshot_moref: str) -> TaskHandle:
-        snapshot = vim.vm.Snapshot(snapshot_moref, stub=self.session.stub)
+        template = self._template(vim.vm.Snapshot, "RemoveSnapshot_Task", False, key=None)
         with self._starting() as begun:
-            task = wire.call(snapshot, "RemoveSnapshot_Task", False)
+            task = template.call(snapshot_moref)
         return self._begun_at(TaskHandle(task._moId, task), begun)
+
+    def _template(self, cls: type, method: str, *args: Any, key: Hashable) -> wire.Template:
+        """The request of ``method`` with these arguments (``key`` stands for them), serialized
+        once per session: a run sends the same create and the same remove to every VM."""
+        found = self._templates.get((method, key))
+        if found is None:
+            # A run's snapshot name is in its key: a session kept for months must not keep
+            # every past run's requests (a run needs two or three).
+            if len(self._templates) >= MAX_TEMPLATES:
+                self._templates.clear()
+            found = self._templates[(method, key)] = wire.Template(self.session.stub, cls, method, *args)
+        return found
 
     @translated
     def start_power_on(self, vm_moref: str) -> TaskHandle:

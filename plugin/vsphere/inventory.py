@@ -28,14 +28,18 @@ from ..domain.model import (
     VmFacts,
 )
 from .session import Session
-from .wire import Collector, type_of
+from .wire import Collector, PausedGc, properties, type_of
 
 log = logging.getLogger(__name__)
 
 PC = vmodl.query.PropertyCollector
 
+# The three capabilities read, not the whole VirtualMachineCapability (~50 fields on a
+# vCenter, each an element per VM in the reply).
+CAPABILITY_PATHS = ("capability.snapshotOperationsSupported", "capability.quiescedSnapshotsSupported",
+                    "capability.memorySnapshotsSupported")
 VM_PATHS = (
-    "name", "parent", "datastore", "layoutEx.file", "capability",
+    "name", "parent", "datastore", "layoutEx.file", *CAPABILITY_PATHS,
     "config.instanceUuid", "config.uuid", "config.template", "config.guestId",
     "config.hardware.device", "config.files.vmPathName",
     "runtime.powerState", "runtime.host", "runtime.consolidationNeeded",
@@ -87,10 +91,6 @@ def retrieve_all(collector: Any, spec: PC.FilterSpec,
     finally:
         if token:
             collector.CancelRetrievePropertiesEx(token)
-
-
-def _props(obj_content: Any) -> dict[str, Any]:
-    return {p.name: p.val for p in obj_content.propSet or ()}
 
 
 def _ref(obj: Any) -> str | None:
@@ -174,7 +174,6 @@ def vm_facts(endpoint_id: str, vcenter_uuid: str | None, moref: str, props: dict
              folder_paths: dict[str, str], field_names: dict[int, str]) -> VmFacts:
     """Turn one VM's retrieved properties into the domain's VmFacts."""
     devices = props.get("config.hardware.device") or ()
-    capability = props.get("capability")
     power = props.get("runtime.powerState") or "poweredOff"
     custom = sorted((field_names.get(v.key, str(v.key)), str(getattr(v, "value", "")))
                     for v in props.get("customValue") or ())
@@ -189,9 +188,9 @@ def vm_facts(endpoint_id: str, vcenter_uuid: str | None, moref: str, props: dict
         tools_running=props.get("guest.toolsRunningStatus") == "guestToolsRunning",
         consolidation_needed=bool(props.get("runtime.consolidationNeeded")),
         fault_tolerance_state=str(props.get("runtime.faultToleranceState") or "notConfigured"),
-        snapshot_supported=getattr(capability, "snapshotOperationsSupported", None),
-        quiesce_supported=getattr(capability, "quiescedSnapshotsSupported", None),
-        memory_supported=getattr(capability, "memorySnapshotsSupported", None),
+        snapshot_supported=props.get("capability.snapshotOperationsSupported"),
+        quiesce_supported=props.get("capability.quiescedSnapshotsSupported"),
+        memory_supported=props.get("capability.memorySnapshotsSupported"),
         vmx_path=props.get("config.files.vmPathName"),
         files=tuple(f.name for f in props.get("layoutEx.file") or () if f.name),
         datastores=tuple(_ref(d) or "" for d in props.get("datastore") or ()),
@@ -243,6 +242,11 @@ def _folder_paths(folders: dict[str, tuple[str, str | None]]) -> dict[str, str]:
 
 def read_inventory(session: Session, page_size: int = DEFAULT_PAGE_SIZE) -> Inventory:
     """The whole inventory of the session's endpoint, in one retrieval."""
+    with PausedGc():   # the reply's tree lives until the last fact is read from it
+        return _read_inventory(session, page_size)
+
+
+def _read_inventory(session: Session, page_size: int) -> Inventory:
     content = session.content
     view = content.viewManager.CreateContainerView(
         content.rootFolder,
@@ -252,7 +256,7 @@ def read_inventory(session: Session, page_size: int = DEFAULT_PAGE_SIZE) -> Inve
     try:
         for oc in retrieve_all(Collector(content.propertyCollector),
                                _filter_spec(view, content.customFieldsManager), page_size):
-            props = _props(oc)
+            props = properties(oc)
             if isinstance(oc.obj, vim.CustomFieldsManager):
                 field_names = {f.key: f.name for f in props.get("field") or ()}
                 continue

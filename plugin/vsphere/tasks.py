@@ -14,7 +14,6 @@ has no timeout and stops at the first error.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
 import threading
@@ -53,8 +52,44 @@ class TaskOutcome:
         return fault_message(self.fault) if self.fault is not None else None
 
 
+class Pending:
+    """A task's outcome to come; ``result(timeout)`` as a Future's (``TimeoutError`` when it
+    does not come in time). A Future wakes its waiter while still holding its condition's
+    lock, so every worker woken by the watcher first queued for that lock again: one lock
+    released once here, a futex call on each side."""
+
+    __slots__ = ("_latch", "_done", "_outcome", "_error")
+
+    def __init__(self) -> None:
+        self._latch = threading.Lock()
+        self._latch.acquire()
+        self._done = False
+        self._outcome: TaskOutcome | None = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, outcome: TaskOutcome) -> None:
+        self._outcome, self._done = outcome, True
+        self._latch.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error, self._done = error, True
+        self._latch.release()
+
+    def result(self, timeout: float | None = None) -> TaskOutcome:
+        if not self._latch.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("the task did not end in time")
+        self._latch.release()   # for whoever reads it next
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
+
+
 class TaskWatcher:
-    """Watches tasks of one session; ``watch(task)`` returns a Future of its TaskOutcome.
+    """Watches tasks of one session; ``watch(task)`` returns the Pending TaskOutcome.
 
     ``in_flight(t)``: how many start calls begun before monotonic time ``t`` are still
     unanswered. Calls begun together (a wave of workers) answer together, so a batch waits
@@ -82,7 +117,7 @@ class TaskWatcher:
         # a view that only grows makes every wait re-evaluate every task of the run
         # (bench/README.md, N=1,000 at 200 ms: end phase 31.9 s -> 9.3 s).
         self._gone: dict[str, Any] = {}
-        self._futures: dict[str, concurrent.futures.Future[TaskOutcome]] = {}
+        self._futures: dict[str, Pending] = {}
         # Every outcome seen: a task watched again (after a cancel) that already ended is
         # answered from here, since the filter reports each change only once.
         self._ended: dict[str, TaskOutcome] = {}
@@ -109,9 +144,9 @@ class TaskWatcher:
         for thread in self._threads:
             thread.start()
 
-    def watch(self, task: vim.Task, begun: float | None = None) -> concurrent.futures.Future[TaskOutcome]:
+    def watch(self, task: vim.Task, begun: float | None = None) -> Pending:
         """Watch a task; ``begun``: when the call that started it began (default: now)."""
-        future: concurrent.futures.Future[TaskOutcome] = concurrent.futures.Future()
+        future = Pending()
         moref = task._moId
         with self._lock:
             if self._closed:
@@ -167,7 +202,7 @@ class TaskWatcher:
                 during, self._changing = self._waiting, True
                 last = time.monotonic()
             try:
-                self._view.ModifyListView(add=batch, remove=gone or None)
+                wire.call(self._view, "ModifyListView", batch, gone or None)
             finally:
                 with self._lock:
                     # Only a wait in progress all along is sure to report the change.
@@ -221,7 +256,7 @@ class TaskWatcher:
         failed: list[Any] = []
         for filter_set in update.filterSet or ():
             for obj in filter_set.objectSet or ():
-                values = {c.name: c.val for c in obj.changeSet or ()}
+                values = wire.properties(obj, "changeSet")
                 state = values.get("info.state")
                 if state == "success":
                     finished[obj.obj._moId] = (obj.obj, TaskOutcome(state, result=values.get("info.result")))
@@ -248,7 +283,7 @@ class TaskWatcher:
         return {t: found.get(t._moId) for t in tasks}
 
     def forget(self, task: vim.Task) -> None:
-        """Stop waiting for a task (after its deadline); its Future is left unresolved."""
+        """Stop waiting for a task (after its deadline); its Pending is left unresolved."""
         moref = task._moId
         with self._lock:
             if self._futures.pop(moref, None) is None:

@@ -4,12 +4,14 @@ committed, and one writer's bad row fails that writer alone (real SQLite, WAL, F
 from __future__ import annotations
 
 import contextlib
+import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
 from truenas_vmware_coord.store.group_commit import GroupCommit
 
 WRITERS = 32
@@ -103,3 +105,45 @@ def test_a_transaction_that_cannot_start_fails_every_writer_and_the_next_write_w
     blocker.execute("ROLLBACK")
     group = GroupCommit(_transaction(db))
     assert group.write(lambda d: d.execute("INSERT INTO rows(value) VALUES ('x')").lastrowid) == 1
+
+
+def test_a_follower_interrupted_while_waiting_withdraws_its_row_and_the_others_go_on(tmp_path: Path) -> None:
+    # Ctrl-C reaches the main thread while it waits behind a commit in flight: its row is
+    # not written, and the writers queued behind it are still led and committed.
+    db, _ = _database(tmp_path / "j.sqlite")
+    group = GroupCommit(_transaction(db))
+    leading = threading.Event()
+
+    def slow(d: sqlite3.Connection) -> int:
+        leading.set()
+        time.sleep(0.3)
+        return d.execute("INSERT INTO rows(value) VALUES ('leader')").lastrowid or 0
+
+    def insert(value: str) -> Callable[[], object]:
+        return lambda: group.write(lambda d: d.execute("INSERT INTO rows(value) VALUES (?)",
+                                                       (value,)).lastrowid)
+
+    leader = threading.Thread(target=lambda: group.write(slow))
+    leader.start()
+    assert leading.wait(5)
+    behind = threading.Thread(target=insert("behind"))
+
+    def interrupt(signum: int, frame: object) -> None:
+        behind.start()   # queued after the interrupted writer
+        time.sleep(0.05)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            insert("interrupted")()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    leader.join(5)
+    behind.join(5)
+    assert not behind.is_alive()
+    assert insert("later")() is not None
+    stored = {v for (v,) in sqlite3.connect(tmp_path / "j.sqlite").execute("SELECT value FROM rows")}
+    assert stored == {"leader", "behind", "later"}

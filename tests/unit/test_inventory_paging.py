@@ -163,9 +163,9 @@ def _vm_props(**overrides: Any) -> dict[str, Any]:
         "layoutEx.file": [
             vim.vm.FileLayoutEx.FileInfo(key=0, name="[ds1] db1/db1.vmx", type="config"),
             vim.vm.FileLayoutEx.FileInfo(key=1, name="[ds2] db1/db1.vmdk", type="diskDescriptor")],
-        "capability": vim.vm.Capability(snapshotOperationsSupported=True,
-                                        quiescedSnapshotsSupported=False,
-                                        memorySnapshotsSupported=True),
+        "capability.snapshotOperationsSupported": True,
+        "capability.quiescedSnapshotsSupported": False,
+        "capability.memorySnapshotsSupported": True,
         "config.instanceUuid": "5003aaaa-0000-0000-0000-000000000001",
         "config.uuid": "4203bbbb-0000-0000-0000-000000000001",
         "config.template": False,
