@@ -204,14 +204,21 @@ def _host(parts: RestoreParts, hosts: list[HostInfo], request: RestoreRequest, e
 def plan_restore(parts: RestoreParts, hv: RestoreHypervisor, request: RestoreRequest, run_id: str,
                  entry: dict, restore_id: str) -> RestorePlan:
     """Check everything a restore needs before anything is made."""
+    return plan_from(parts, hv, request, run_id, entry, restore_id,
+                     source_of(parts, hv, request.vm, request.snapshot, entry), hv.hosts())
+
+
+def plan_from(parts: RestoreParts, hv: RestoreHypervisor, request: RestoreRequest, run_id: str,
+              entry: dict, restore_id: str, source: Source, hosts: list[HostInfo]) -> RestorePlan:
+    """``plan_restore`` with the VM's files and the endpoint's hosts read already (a preview
+    reads the hosts once for all its VMs)."""
     dataset = request.snapshot.partition("@")[0]
     new_name = request.new_name or names.default_name(request.vm, restore_id)
     if not new_name.strip() or len(new_name) > 80:
         raise InvalidInput.single("--as", "give a VM name of 1 to 80 characters")
     if hv.find_vm(new_name):
         raise InvalidInput.single("--as", f"a VM named '{new_name}' exists already")
-    source = source_of(parts, hv, request.vm, request.snapshot, entry)
-    host = _host(parts, hv.hosts(), request, entry, source)
+    host = _host(parts, hosts, request, entry, source)
     address = next((a for a in parts.nas_addresses if a in host.nfs_servers), "") \
         if source.transport is Transport.NFS else ""
     datastore = names.datastore_name(source.datastore, restore_id)

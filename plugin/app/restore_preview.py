@@ -7,7 +7,8 @@ disks are consistent as they are), the default new name, the hosts that could mo
 clone (over NFS, or seeing the original's iSCSI LUN), the host it would go to, and what
 would refuse it. The checks are the restore's own
 (``restore.plan_restore``), run with a preview id: nothing is created, and a VM the preview
-calls restorable passes the same checks when it is restored.
+calls restorable passes the same checks when it is restored. An endpoint's hosts are read once
+for the whole manifest.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from ..engine.journal import RunRecord
 from ..engine.ports import describe
 from ..zfs import clone as zfs_clone
 from ..zfs.snapshot import list_snapshots
-from .restore import check_export, plan_restore, snapshot_run, source_of
-from .restore_ports import RestoreHypervisor
+from .restore import check_export, plan_from, snapshot_run, source_of
+from .restore_ports import HostInfo, RestoreHypervisor
 from .restore_steps import RestoreParts
 
 PREVIEW_ID = "00000000"   # a restore id no restore gets (they are random): the plan's names only
@@ -59,8 +60,9 @@ def preview(parts: RestoreParts, snapshot: str, host: str | None = None,
     record = snapshot_run(parts, snapshot)
     entries = [e for e in record.document.get("vms", ()) if only is None or e.get("name") == only]
     endpoints: dict[str, RestoreHypervisor | str] = {}   # an open endpoint, or why it did not open
+    hosts: dict[str, list[HostInfo]] = {}                # each endpoint's, read once
     try:
-        vms = [_vm(parts, endpoints, record, snapshot, entry, host) for entry in entries]
+        vms = [_vm(parts, endpoints, hosts, record, snapshot, entry, host) for entry in entries]
     finally:
         for hv in endpoints.values():
             if not isinstance(hv, str):
@@ -68,8 +70,8 @@ def preview(parts: RestoreParts, snapshot: str, host: str | None = None,
     return _summary(snapshot, record) | {"vms": vms}
 
 
-def _vm(parts: RestoreParts, endpoints: dict[str, RestoreHypervisor | str], record: RunRecord,
-        snapshot: str, entry: dict[str, Any], host: str | None) -> dict[str, Any]:
+def _vm(parts: RestoreParts, endpoints: dict[str, RestoreHypervisor | str], hosts: dict[str, list[HostInfo]],
+        record: RunRecord, snapshot: str, entry: dict[str, Any], host: str | None) -> dict[str, Any]:
     name = entry.get("name", "?")
     revert_to, point = point_of(entry)
     out: dict[str, Any] = {
@@ -86,9 +88,12 @@ def _vm(parts: RestoreParts, endpoints: dict[str, RestoreHypervisor | str], reco
     try:
         source = source_of(parts, hv, name, snapshot, entry)
         out["transport"] = source.transport.value
-        out["hosts"] = sorted(h.name for h in hv.hosts() if h.connected and source.reaches(parts, h))
-        plan = plan_restore(parts, hv, RestoreRequest(snapshot, name, host=host), record.run_id, entry,
-                            PREVIEW_ID)
+        if entry["endpoint_id"] not in hosts:
+            hosts[entry["endpoint_id"]] = hv.hosts()
+        known = hosts[entry["endpoint_id"]]
+        out["hosts"] = sorted(h.name for h in known if h.connected and source.reaches(parts, h))
+        plan = plan_from(parts, hv, RestoreRequest(snapshot, name, host=host), record.run_id, entry,
+                         PREVIEW_ID, source, known)
         check_export(parts, plan)   # as the restore checks it
     except InvalidInput as exc:
         return out | {"problem": "; ".join(e.message for e in exc.errors)}

@@ -182,7 +182,8 @@ class VsphereRestore:
         storage = host.configManager.storageSystem
         storage.UnmountVmfsVolume(vmfs.uuid)
         disks = {e.diskName for e in vmfs.extent or ()}
-        for lun in host.config.storageDevice.scsiLun or ():
+        # The storage system's device list, not host.config: that reads the host's whole config.
+        for lun in storage.storageDeviceInfo.scsiLun or ():
             if lun.canonicalName in disks:
                 storage.DetachScsiLun(lun.uuid)
 

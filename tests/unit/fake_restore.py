@@ -113,6 +113,7 @@ class FakeRestoreHypervisor:
             raise self.fail.pop(name)
 
     def hosts(self) -> list[HostInfo]:
+        self.calls.append("hosts")   # one retrieval of every host's properties
         return list(self.hosts_)
 
     def find_vm(self, name: str) -> str | None:

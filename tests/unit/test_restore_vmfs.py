@@ -76,7 +76,7 @@ def test_cleanup_unmounts_and_detaches_then_takes_the_lun_away_then_the_clone(tm
     hv.calls.clear()
     cleaned = cleanup(parts, result.restore_id)
     assert cleaned.state is RestoreState.CLEANED and _made(hv, zfs, parts) == before
-    assert hv.calls == ["unregister", "unmount", "rescan host-1", "rescan host-2"]
+    assert hv.calls == ["unregister", "unmount", "hosts", "rescan host-1", "rescan host-2"]
     assert [c[1] for c in zfs.calls[-2:]] == ["get", "destroy"] and zfs.calls[-1][-1] == result.plan.clone
 
 
@@ -160,6 +160,7 @@ def test_reconcile_undoes_a_zvol_restore_whose_process_died_before_registration(
 def test_the_preview_offers_the_hosts_that_see_the_lun(tmp_path, hv, zfs):
     parts = restore_parts(tmp_path, hv, zfs, zvol_vms=[vmfs_entry(), vmfs_entry(name="web", moref="vm-9")])
     shown = {vm["name"]: vm for vm in preview(parts, ZVOL_SNAPSHOT)["vms"]}
+    assert hv.calls.count("hosts") == 1   # read once for the whole manifest, not per VM
     assert shown["db"]["transport"] == "vmfs" and shown["db"]["hosts"] == ["esx1"]
     assert shown["db"]["host"] == "esx1" and shown["db"]["problem"] is None
     # Refused on a host that does not see the LUN, with the hosts that do still offered.

@@ -617,26 +617,26 @@ func coordUnresolved(host *HostSystem) []types.HostUnresolvedVmfsVolume {
 	return out
 }
 
-// QueryUnresolvedVmfsVolume lists the VMFS copies this host sees and has not mounted.
-func (s *HostStorageSystem) QueryUnresolvedVmfsVolume(ctx *Context, req *types.QueryUnresolvedVmfsVolume) soap.HasFault {
+// coordUnresolvedOn is what both queries answer: the VMFS copies a host sees and has not mounted.
+func coordUnresolvedOn(ref types.ManagedObjectReference) []types.HostUnresolvedVmfsVolume {
 	coordVmfsMu.Lock()
 	defer coordVmfsMu.Unlock()
-	res := &types.QueryUnresolvedVmfsVolumeResponse{}
-	if host := coordHostOf(s.Host.Self); host != nil {
-		res.Returnval = coordUnresolved(host)
+	if host := coordHostOf(ref); host != nil {
+		return coordUnresolved(host)
 	}
-	return &methods.QueryUnresolvedVmfsVolumeBody{Res: res}
+	return nil
+}
+
+// QueryUnresolvedVmfsVolume lists the VMFS copies this host sees and has not mounted.
+func (s *HostStorageSystem) QueryUnresolvedVmfsVolume(ctx *Context, req *types.QueryUnresolvedVmfsVolume) soap.HasFault {
+	return &methods.QueryUnresolvedVmfsVolumeBody{
+		Res: &types.QueryUnresolvedVmfsVolumeResponse{Returnval: coordUnresolvedOn(s.Host.Self)}}
 }
 
 // QueryUnresolvedVmfsVolumes is the same list through the datastore system.
 func (dss *HostDatastoreSystem) QueryUnresolvedVmfsVolumes(ctx *Context, req *types.QueryUnresolvedVmfsVolumes) soap.HasFault {
-	coordVmfsMu.Lock()
-	defer coordVmfsMu.Unlock()
-	res := &types.QueryUnresolvedVmfsVolumesResponse{}
-	if host := coordHostOf(dss.Host.Self); host != nil {
-		res.Returnval = coordUnresolved(host)
-	}
-	return &methods.QueryUnresolvedVmfsVolumesBody{Res: res}
+	return &methods.QueryUnresolvedVmfsVolumesBody{
+		Res: &types.QueryUnresolvedVmfsVolumesResponse{Returnval: coordUnresolvedOn(dss.Host.Self)}}
 }
 
 // QueryVmfsDatastoreCreateOptions gives the spec for formatting a whole LUN as VMFS 6.

@@ -64,9 +64,9 @@ type coordVmsdSnapshot struct {
 
 type coordVmsd struct {
 	XMLName   vimxml.Name               `xml:"vmsd"`
-	VmxPath   string                   `xml:"vmxPath"` // the .vmx path it was written for
-	Current   int32                    `xml:"current"` // 0: no current snapshot
-	Snapshots []coordVmsdSnapshot      `xml:"snapshot"`
+	VmxPath   string                    `xml:"vmxPath"` // the .vmx path it was written for
+	Current   int32                     `xml:"current"` // 0: no current snapshot
+	Snapshots []coordVmsdSnapshot       `xml:"snapshot"`
 	Devices   []types.BaseVirtualDevice `xml:"device,typeattr"`
 }
 
