@@ -835,49 +835,43 @@ func (s *HostStorageSystem) coordLunByUuid(uuid string) (*HostSystem, *coordHost
 	return host, v, nil
 }
 
-// DetachScsiLun detaches an iSCSI LUN from this host (the model's own disks stay).
-func (s *HostStorageSystem) DetachScsiLun(ctx *Context, req *types.DetachScsiLun) soap.HasFault {
-	body := &methods.DetachScsiLunBody{}
+// coordSetDetached detaches (or attaches again) an iSCSI LUN of this host; detach is
+// refused while a volume on it is mounted here (the model's own disks are not LUNs).
+func (s *HostStorageSystem) coordSetDetached(ctx *Context, lunUuid string, detach bool) *soap.Fault {
 	coordVmfsMu.Lock()
 	defer coordVmfsMu.Unlock()
-	host, v, lun := s.coordLunByUuid(req.LunUuid)
+	host, v, lun := s.coordLunByUuid(lunUuid)
 	switch {
 	case lun == nil:
-		body.Fault_ = Fault("no iSCSI LUN of "+host.Name+" has uuid "+req.LunUuid, &types.NotFound{})
-		return body
-	case lun.detached:
-		body.Fault_ = Fault("naa."+lun.naa+" is detached already", &types.InvalidState{})
-		return body
+		return Fault("no iSCSI LUN of "+host.Name+" has uuid "+lunUuid, &types.NotFound{})
+	case lun.detached && detach:
+		return Fault("naa."+lun.naa+" is detached already", &types.InvalidState{})
+	case !lun.detached && !detach:
+		return Fault("naa."+lun.naa+" is attached already", &types.InvalidState{})
 	}
-	if ds := coordMountedFrom(lun.naa, host); ds != nil {
-		body.Fault_ = Fault(fmt.Sprintf("naa.%s holds VMFS volume %s, mounted as datastore %s", lun.naa,
+	if ds := coordMountedFrom(lun.naa, host); detach && ds != nil {
+		return Fault(fmt.Sprintf("naa.%s holds VMFS volume %s, mounted as datastore %s", lun.naa,
 			coordVmfsOf(ds).Uuid, ds.Name), &types.ResourceInUse{Type: "ScsiLun", Name: "naa." + lun.naa})
-		return body
 	}
-	lun.detached = true
+	lun.detached = detach
 	coordPublish(ctx, host, v)
-	body.Res = &types.DetachScsiLunResponse{}
-	return body
+	return nil
+}
+
+// DetachScsiLun detaches an iSCSI LUN from this host.
+func (s *HostStorageSystem) DetachScsiLun(ctx *Context, req *types.DetachScsiLun) soap.HasFault {
+	if fault := s.coordSetDetached(ctx, req.LunUuid, true); fault != nil {
+		return &methods.DetachScsiLunBody{Fault_: fault}
+	}
+	return &methods.DetachScsiLunBody{Res: &types.DetachScsiLunResponse{}}
 }
 
 // AttachScsiLun attaches a detached iSCSI LUN again.
 func (s *HostStorageSystem) AttachScsiLun(ctx *Context, req *types.AttachScsiLun) soap.HasFault {
-	body := &methods.AttachScsiLunBody{}
-	coordVmfsMu.Lock()
-	defer coordVmfsMu.Unlock()
-	host, v, lun := s.coordLunByUuid(req.LunUuid)
-	switch {
-	case lun == nil:
-		body.Fault_ = Fault("no iSCSI LUN of "+host.Name+" has uuid "+req.LunUuid, &types.NotFound{})
-		return body
-	case !lun.detached:
-		body.Fault_ = Fault("naa."+lun.naa+" is attached", &types.InvalidState{})
-		return body
+	if fault := s.coordSetDetached(ctx, req.LunUuid, false); fault != nil {
+		return &methods.AttachScsiLunBody{Fault_: fault}
 	}
-	lun.detached = false
-	coordPublish(ctx, host, v)
-	body.Res = &types.AttachScsiLunResponse{}
-	return body
+	return &methods.AttachScsiLunBody{Res: &types.AttachScsiLunResponse{}}
 }
 
 // coordRenameDatastore renames ds (and a VMFS volume's label, as ESXi relabels it).
