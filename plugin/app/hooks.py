@@ -27,10 +27,10 @@ from .. import schemas
 from ..domain.errors import FieldError, InvalidInput
 from ..domain.selection import Scope, scope_mappings
 from ..domain.zfs_names import dataset_problem, snapshot_problem
-from ..engine.calls import bounded
 from ..engine.context import RunContext
 from ..engine.coordinator import Coordinator
 from ..engine.journal import Journal, RunRecord
+from ..engine.workers import bounded
 from ..zfs.snapshot import PROP_SUMMARY, PROP_VMSYNCED
 
 log = logging.getLogger(__name__)

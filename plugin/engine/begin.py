@@ -25,7 +25,6 @@ from ..domain.resolution import Resolution
 from ..domain.selection import VmPlan
 from ..domain.strategies import STRATEGIES
 from ..domain.strategies.base import ActionKind, Step, StrategyModule, Verdict
-from .calls import bounded
 from .context import RunContext, snapshot_name
 from .journal import ActionState, JournalError
 from .limits import Slots, SlotTimeout
@@ -34,6 +33,7 @@ from .parts import Parts
 from .planning import endpoints_for, resolved_plan
 from .ports import Hypervisor, describe
 from .sessions import connect_all
+from .workers import Workers, bounded
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +129,19 @@ def _execute(parts: Parts, run: _Run, sessions: dict[str, Hypervisor], work: lis
     if not work:
         return
     slots = Slots(parts.config.limits)
-    pool = concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(1, parts.config.limits.total), thread_name_prefix=f"run-{run.run_id}")
-    futures = {pool.submit(_walk_ladder, parts, run, sessions[vp.facts.endpoint_id], slots, vp, res,
-                           outcome): outcome for vp, res, outcome in work}
-    _, pending = concurrent.futures.wait(futures, timeout=max(0.0, run.remaining()))
-    run.stop.set()
-    with run.lock:  # from here on, late workers only write the journal
-        for future in pending:
-            outcome = futures[future]
-            run.frozen.add(id(outcome))
-            outcome.consistency, outcome.achieved = Consistency.CRASH, None
-            outcome.reasons.append(
-                f"crash-consistent: the begin deadline of {run.limit_s:g} s "
-                "passed before VMware answered (a late snapshot is removed by end or reconcile)")
-    pool.shutdown(wait=False)
+    with Workers(parts.config.limits.total, f"run-{run.run_id}") as workers:
+        futures = {workers.submit(_walk_ladder, parts, run, sessions[vp.facts.endpoint_id], slots, vp, res,
+                                  outcome): outcome for vp, res, outcome in work}
+        _, pending = concurrent.futures.wait(futures, timeout=max(0.0, run.remaining()))
+        run.stop.set()
+        with run.lock:  # from here on, late workers only write the journal
+            for future in pending:
+                outcome = futures[future]
+                run.frozen.add(id(outcome))
+                outcome.consistency, outcome.achieved = Consistency.CRASH, None
+                outcome.reasons.append(
+                    f"crash-consistent: the begin deadline of {run.limit_s:g} s "
+                    "passed before VMware answered (a late snapshot is removed by end or reconcile)")
 
 
 def _walk_ladder(parts: Parts, run: _Run, hv: Hypervisor, slots: Slots, vp: VmPlan, res: Resolution,

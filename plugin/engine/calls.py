@@ -8,15 +8,12 @@ more: cancelled, it is ``failed`` (nothing to undo); done after all, it is ``ok`
 
 from __future__ import annotations
 
-import concurrent.futures
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
 from ..domain.strategies.base import Step
 from .ports import Gone, Hypervisor, HypervisorFailure, Refused, TaskHandle, describe
 
-T = TypeVar("T")
 CANCEL_GRACE_S = 2.0   # how long a cancelled task is watched for its final state
 
 
@@ -55,11 +52,3 @@ def call_and_wait(hv: Hypervisor, start: Callable[[], TaskHandle], deadline: flo
         return refused(outcome.failure)
     return Step("ok", result=outcome.result)
 
-
-def bounded(call: Callable[[], T], timeout: float) -> T:
-    """Run a blocking call in a helper thread, giving up (not killing it) after timeout."""
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    try:
-        return pool.submit(call).result(timeout=max(0.1, timeout))
-    finally:
-        pool.shutdown(wait=False)

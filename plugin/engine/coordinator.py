@@ -78,9 +78,10 @@ class Coordinator:
         return end_phase.end(self.parts, context, snapshot, notes, problems)
 
     def run(self, dataset: str, take_snapshot: Callable[[dict[str, str]], str],
-            recursive: bool = False, exclude: Iterable[str] = ()) -> dict[str, Any]:
+            recursive: bool = False, exclude: Iterable[str] = (),
+            deadline_s: float | None = None) -> dict[str, Any]:
         """begin -> take_snapshot(properties) -> end. The ZFS snapshot is always attempted."""
-        context = self.begin(dataset, recursive, exclude)
+        context = self.begin(dataset, recursive, exclude, deadline_s=deadline_s)
         snapshot = ""
         try:
             snapshot = take_snapshot(context.properties())

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -30,6 +31,8 @@ from .limits import Slots, SlotTimeout
 from .operations import UndoVmOperations
 from .parts import Parts
 from .ports import Hypervisor, describe
+from .sessions import close_within, open_within
+from .workers import Workers, bounded
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ def end(parts: Parts, context: RunContext | str, snapshot: str | None = None,
         undone, consolidation, _unreachable = undo(parts, actions, sessions, deadline, placement, found_out)
     finally:
         for hv in sessions.values():
-            hv.close()
+            close_within(hv)
     for action, word in undone:
         outcome = by_vm.get((action.endpoint_id, action.vm_moref))
         if outcome is not None:
@@ -159,49 +162,101 @@ def undo(parts: Parts, actions: list[ActionRecord], sessions: dict[str, Hypervis
     """Undo each action, journaling each step; then ask VMware, once per endpoint, whether
     the VMs whose snapshots were removed need consolidation. Also returns the endpoints no
     session could be opened to. ``found_out`` receives, per VM, what an undo found out about
-    the run's result (a guest no longer frozen at its thaw)."""
+    the run's result (a guest no longer frozen at its thaw). Nothing here waits past the
+    deadline: an undo still without an answer then is left open (it may still land, and is
+    recorded if it does)."""
     if not actions:
         return [], {}, set()
     unreachable: set[str] = set()
     placement = placement or {}
-    slots = Slots(parts.config.limits)
+    undoing = _Undoing(parts, Slots(parts.config.limits), deadline, {} if found_out is None else found_out)
     by_endpoint: dict[str, list[ActionRecord]] = defaultdict(list)
     for a in actions:
         by_endpoint[a.endpoint_id].append(a)
     opened: list[Hypervisor] = []
     results: Undone = []
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parts.config.limits.total),
-                                                 thread_name_prefix="undo")
     try:
-        futures: dict[concurrent.futures.Future[tuple[ActionRecord, str]], ActionRecord] = {}
-        for endpoint_id, items in by_endpoint.items():
-            hv = sessions.get(endpoint_id)
-            if hv is None:
+        with Workers(parts.config.limits.total, "undo") as workers:
+            futures: dict[concurrent.futures.Future[tuple[ActionRecord, str]], ActionRecord] = {}
+            for endpoint_id, items in by_endpoint.items():
+                hv = sessions.get(endpoint_id)
+                if hv is None:
+                    try:
+                        hv = open_within(parts.connector, endpoint_id, _left(deadline))
+                        opened.append(hv)
+                    except Exception as exc:  # noqa: BLE001 - left for reconcile
+                        unreachable.add(endpoint_id)
+                        results += [_left_open(parts, a, describe(exc)) for a in items]
+                        continue
+                items, unsettled = _settle_in_doubt(parts, hv, items, deadline)
+                results += [_left_open(parts, a, why, IN_DOUBT) for a, why in unsettled]
+                futures |= {workers.submit(undoing.one, hv, a,
+                                           placement.get((a.endpoint_id, a.vm_moref), (None, ()))): a
+                            for a in items}
+            done, _ = concurrent.futures.wait(futures, timeout=_left(deadline))
+            workers.stop()   # what has not started by now is not started
+            for future in done:
                 try:
-                    hv = parts.connector.open(endpoint_id)
-                    opened.append(hv)
-                except Exception as exc:  # noqa: BLE001 - left for reconcile
-                    unreachable.add(endpoint_id)
-                    results += [_left_open(parts, a, describe(exc)) for a in items]
-                    continue
-            items, unsettled = _settle_in_doubt(parts, hv, items)
-            results += [_left_open(parts, a, why, IN_DOUBT) for a, why in unsettled]
-            futures |= {pool.submit(_undo_within_limits, parts, hv, a, deadline, slots,
-                                    placement.get((a.endpoint_id, a.vm_moref), (None, ())),
-                                    {} if found_out is None else found_out): a
-                        for a in items}
-        for future in concurrent.futures.as_completed(futures):
-            try:
-                results.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - one row's surprise stays that row's
-                log.exception("undoing %s failed", futures[future].vm_name)
-                results.append(_left_open(parts, futures[future], describe(exc)))
-        consolidation = _consolidation(results, {**{hv.endpoint_id: hv for hv in opened}, **sessions})
+                    results.append(future.result())
+                except Exception as exc:  # noqa: BLE001 - one row's surprise stays that row's
+                    log.exception("undoing %s failed", futures[future].vm_name)
+                    results.append(_left_open(parts, futures[future], describe(exc)))
+            results += undoing.give_up([a for f, a in futures.items() if f not in done])
+        everyone = {**{hv.endpoint_id: hv for hv in opened}, **sessions}
+        consolidation = _consolidation(results, everyone, deadline)
     finally:
-        pool.shutdown(wait=True)
         for hv in opened:
-            hv.close()
+            close_within(hv)
     return results, consolidation, unreachable
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+class _Undoing:
+    """The undo of one end or reconcile, shared by its workers. At the deadline the phase
+    stops waiting (``give_up``); an undo that ends after that still journals how it ended,
+    which is the truth, but no longer tells the phase, which has reported already."""
+
+    def __init__(self, parts: Parts, slots: Slots, deadline: float,
+                 found_out: dict[tuple[str, str], Verdict]) -> None:
+        self._parts = parts
+        self._slots = slots
+        self._deadline = deadline
+        self._found_out = found_out
+        self._lock = threading.Lock()
+        self._ended: set[int] = set()   # id() of the actions whose end is journaled
+        self._given_up = False
+
+    def one(self, hv: Hypervisor, action: ActionRecord, where: tuple[str | None, tuple[str, ...]]
+            ) -> tuple[ActionRecord, str]:
+        try:
+            with self._slots.hold(where[0], where[1], self._deadline):
+                module = STRATEGIES[action.strategy]
+                operations = UndoVmOperations(hv, action.vm_moref, self._deadline)
+                undone = module.undo(operations, action.snapshot_moref)
+        except SlotTimeout as exc:
+            with self._lock:
+                self._ended.add(id(action))
+                return _left_open(self._parts, action, str(exc))
+        with self._lock:
+            self._ended.add(id(action))
+            if undone.verdict is not None and not self._given_up:
+                self._found_out[(action.endpoint_id, action.vm_moref)] = undone.verdict
+            if undone.closed:
+                _record(self._parts, action, ActionState.CLOSED)
+            else:
+                _record(self._parts, action, ActionState.UNDO_FAILED, error=undone.error)
+        return action, undone.word
+
+    def give_up(self, unfinished: list[ActionRecord]) -> Undone:
+        """The undos still without an answer at the deadline: left open for reconcile."""
+        with self._lock:
+            self._given_up = True
+            return [_left_open(self._parts, a, "no answer from the hypervisor before the clean-up "
+                               "deadline; the call may still land") for a in unfinished
+                    if id(a) not in self._ended]
 
 
 def _left_open(parts: Parts, action: ActionRecord, error: str, word: str | None = None
@@ -212,26 +267,10 @@ def _left_open(parts: Parts, action: ActionRecord, error: str, word: str | None 
     return action, word or STRATEGIES[action.strategy].undo_failure
 
 
-def _undo_within_limits(parts: Parts, hv: Hypervisor, action: ActionRecord, deadline: float, slots: Slots,
-                        where: tuple[str | None, tuple[str, ...]],
-                        found_out: dict[tuple[str, str], Verdict]) -> tuple[ActionRecord, str]:
-    try:
-        with slots.hold(where[0], where[1], deadline):
-            module = STRATEGIES[action.strategy]
-            undone = module.undo(UndoVmOperations(hv, action.vm_moref, deadline), action.snapshot_moref)
-    except SlotTimeout as exc:
-        return _left_open(parts, action, str(exc))
-    if undone.verdict is not None:
-        found_out[(action.endpoint_id, action.vm_moref)] = undone.verdict
-    if undone.closed:
-        _record(parts, action, ActionState.CLOSED)
-    else:
-        _record(parts, action, ActionState.UNDO_FAILED, error=undone.error)
-    return action, undone.word
-
-
-def _consolidation(results: Undone, hypervisors: dict[str, Hypervisor]) -> dict[tuple[str, str], bool]:
-    """runtime.consolidationNeeded of every VM whose snapshot was removed: one call each endpoint."""
+def _consolidation(results: Undone, hypervisors: dict[str, Hypervisor], deadline: float
+                   ) -> dict[tuple[str, str], bool]:
+    """runtime.consolidationNeeded of every VM whose snapshot was removed: one call each
+    endpoint, within what is left of the deadline."""
     removed: dict[str, list[str]] = defaultdict(list)
     for action, word in results:
         if word == "removed":
@@ -239,7 +278,7 @@ def _consolidation(results: Undone, hypervisors: dict[str, Hypervisor]) -> dict[
     found: dict[tuple[str, str], bool] = {}
     for endpoint_id, morefs in removed.items():
         try:
-            states = hypervisors[endpoint_id].vm_states(morefs)
+            states = bounded(lambda hv=hypervisors[endpoint_id], m=morefs: hv.vm_states(m), _left(deadline))
         except Exception as exc:  # noqa: BLE001 - a missing answer is reported as unknown
             log.warning("consolidation check on %s failed: %s", endpoint_id, describe(exc))
             continue
@@ -247,7 +286,7 @@ def _consolidation(results: Undone, hypervisors: dict[str, Hypervisor]) -> dict[
     return found
 
 
-def _settle_in_doubt(parts: Parts, hv: Hypervisor, actions: list[ActionRecord]
+def _settle_in_doubt(parts: Parts, hv: Hypervisor, actions: list[ActionRecord], deadline: float
                      ) -> tuple[list[ActionRecord], list[tuple[ActionRecord, str]]]:
     """Snapshot intents whose outcome is unknown (the create got no answer): find the
     snapshot by its name. Not found, the intent is closed, unless it is younger than
@@ -259,7 +298,7 @@ def _settle_in_doubt(parts: Parts, hv: Hypervisor, actions: list[ActionRecord]
     if not doubtful:
         return settled, []
     try:
-        states = hv.vm_states(a.vm_moref for a in doubtful)
+        states = bounded(lambda: hv.vm_states([a.vm_moref for a in doubtful]), _left(deadline))
     except Exception as exc:  # noqa: BLE001 - still unknown: left open for reconcile
         why = f"whether the snapshot was created could not be read: {describe(exc)}"
         return settled, [(a, why) for a in doubtful]

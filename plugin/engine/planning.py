@@ -12,7 +12,7 @@ from ..domain.policy import Policy
 from ..domain.resolution import resolve
 from ..domain.selection import Plan, Scope, build_plan, scope_mappings
 from .parts import Parts
-from .sessions import connect_all
+from .sessions import close_within, connect_all
 
 
 def endpoints_for(parts: Parts, dataset: str, recursive: bool, exclude: Iterable[str]) -> list[str]:
@@ -42,5 +42,5 @@ def plan(parts: Parts, dataset: str, recursive: bool = False, exclude: Iterable[
     sessions, inventories, errors = connect_all(
         parts.connector, endpoints_for(parts, dataset, recursive, exclude), deadline)
     for hv in sessions.values():
-        hv.close()
+        close_within(hv)
     return resolved_plan(parts, dataset, recursive, exclude, inventories.values(), policies), errors

@@ -21,6 +21,8 @@ from .end import prune, undo
 from .journal import RunRecord
 from .parts import Parts
 from .ports import describe
+from .sessions import close_within, open_within
+from .workers import bounded
 
 
 def reconcile(parts: Parts, sweep: bool = True, deadline_s: float | None = None) -> dict[str, Any]:
@@ -38,7 +40,7 @@ def reconcile(parts: Parts, sweep: bool = True, deadline_s: float | None = None)
         swept: list[str] = []
         errors: dict[str, str] = {}
         if sweep:
-            swept, errors = _sweep(parts, live_runs)
+            swept, errors = _sweep(parts, live_runs, time.monotonic() + budget)
         finished = []
         for record in parts.journal.begun_runs():
             if record.run_id in live_runs:
@@ -75,8 +77,9 @@ def is_live(parts: Parts, record: RunRecord, now: float) -> bool:
     return age < parts.config.active_run_max_age_s and process_alive(record.owner_pid)
 
 
-def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]]:
-    """Marked snapshots that no live run owns and the journal no longer accounts for."""
+def _sweep(parts: Parts, live_runs: set[str], deadline: float) -> tuple[list[str], dict[str, str]]:
+    """Marked snapshots that no live run owns and the journal no longer accounts for, removed
+    within the deadline (what is left is swept next time)."""
     swept: list[str] = []
     errors: dict[str, str] = {}
     now = parts.clock()
@@ -85,12 +88,13 @@ def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]
               for r in parts.journal.restores(10**6, present_only=True)}
     for endpoint_id in parts.connector.endpoint_ids():
         try:
-            hv = parts.connector.open(endpoint_id)
+            hv = open_within(parts.connector, endpoint_id, deadline - time.monotonic())
         except Exception as exc:  # noqa: BLE001 - try again next interval
             errors[endpoint_id] = describe(exc)
             continue
         try:
-            for moref, (name, snapshots) in hv.all_snapshots().items():
+            found = bounded(hv.all_snapshots, deadline - time.monotonic())
+            for moref, (name, snapshots) in found.items():
                 if (endpoint_id, name) in copies:
                     continue
                 for snap in snapshots:
@@ -100,8 +104,10 @@ def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]
                     known = parts.journal.run(run_id) is not None
                     if not known and now - snap.create_time < parts.config.marker_max_age_s:
                         continue  # maybe another NAS's run with its own journal
-                    step = call_and_wait(hv, lambda s=snap, hv=hv: hv.start_remove(s.moref),
-                                         time.monotonic() + parts.config.end_deadline_s)
+                    if time.monotonic() >= deadline:
+                        errors[endpoint_id] = "the clean-up deadline passed: the rest is swept next time"
+                        break
+                    step = call_and_wait(hv, lambda s=snap, hv=hv: hv.start_remove(s.moref), deadline)
                     if step.ok or step.gone:
                         swept.append(f"{name}: {snap.name}")
                     else:
@@ -109,7 +115,7 @@ def _sweep(parts: Parts, live_runs: set[str]) -> tuple[list[str], dict[str, str]
         except Exception as exc:  # noqa: BLE001 - try again next interval
             errors[endpoint_id] = describe(exc)
         finally:
-            hv.close()
+            close_within(hv)
     return swept, errors
 
 

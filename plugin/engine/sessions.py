@@ -5,12 +5,18 @@ connector over several kinds of hypervisor."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..domain.model import Inventory
 from .ports import Connector, Hypervisor, Unavailable, describe
+from .workers import Workers, bounded
+
+log = logging.getLogger(__name__)
+CLOSE_GRACE_S = 5.0   # how long closing a session may take before it is left to expire
 
 
 class SessionPool:
@@ -64,9 +70,9 @@ def connect_all(connector: Connector, endpoint_ids: Iterable[str], deadline: flo
     ids = list(endpoint_ids)
     if not ids:
         return sessions, inventories, errors
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(ids), thread_name_prefix="connect")
-    futures = {pool.submit(connect, e): e for e in ids}
-    done, pending = concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+    with Workers(len(ids), "connect") as workers:
+        futures = {workers.submit(connect, e): e for e in ids}
+        done, pending = concurrent.futures.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
     for future in done:
         endpoint_id = futures[future]
         try:
@@ -76,11 +82,32 @@ def connect_all(connector: Connector, endpoint_ids: Iterable[str], deadline: flo
     for future in pending:
         errors[futures[future]] = "no answer before the begin deadline"
         # A late session is closed by its thread as soon as it arrives.
-        future.add_done_callback(_close_late_session)
-    pool.shutdown(wait=False)
+        future.add_done_callback(lambda late: _close_late(late, lambda answer: answer[0]))
     return sessions, inventories, errors
 
 
-def _close_late_session(future: concurrent.futures.Future) -> None:
-    if future.exception() is None:
-        future.result()[0].close()
+def open_within(connector: Connector, endpoint_id: str, timeout: float) -> Hypervisor:
+    """A session, or ``Unavailable`` when opening it takes longer than ``timeout`` (a session
+    that arrives later is closed at once)."""
+    with Workers(1, "connect") as workers:
+        future = workers.submit(connector.open, endpoint_id)
+        try:
+            return future.result(timeout=max(0.1, timeout))
+        except concurrent.futures.TimeoutError:
+            future.add_done_callback(lambda late: _close_late(late, lambda hv: hv))
+            raise Unavailable(f"no answer from {endpoint_id} within {max(0.1, timeout):.3g} s "
+                           "while opening a session") from None
+
+
+def close_within(hv: Hypervisor) -> None:
+    """Close a session within ``CLOSE_GRACE_S``: a hypervisor that stopped answering would hold
+    a logout for its whole socket timeout (the session then expires on its own)."""
+    try:
+        bounded(hv.close, CLOSE_GRACE_S)
+    except Exception as exc:  # noqa: BLE001 - closing is best effort
+        log.info("closing the session to %s: %s", hv.endpoint_id, describe(exc))
+
+
+def _close_late(future: concurrent.futures.Future, session_of: Callable[[Any], Hypervisor]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        close_within(session_of(future.result()))

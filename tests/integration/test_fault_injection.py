@@ -110,11 +110,12 @@ def _finish(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
         raise AssertionError(f"still running after {timeout:g} s; stderr so far:\n{err}") from None
 
 
-def _cli_behind(env: EngineEnv, directory: Path, port: int | None = None) -> CliEnv:
+def _cli_behind(env: EngineEnv, directory: Path, port: int | None = None,
+                engine: dict[str, int] | None = None) -> CliEnv:
     """A CLI whose configuration points at ``port`` (a proxy) instead of the simulator."""
     state = directory / "state"
     config = write_cli_config(directory / "config.toml", env.sim, state, PASSWORD_ENV,
-                              [(env.datastore, env.dataset)], [NAS], port=port)
+                              [(env.datastore, env.dataset)], [NAS], port=port, engine=engine)
     return CliEnv(env, config, state)
 
 
@@ -277,19 +278,31 @@ def proxies() -> Iterator[list[proxy.Proxy]]:
         p.stop()
 
 
-@pytest.mark.parametrize("moment", ["mid-begin", "mid-end"])
-def test_vcenter_killed_in_flight(sim, zfs_pool, module_si, tmp_path, proxies, moment: str) -> None:
-    env = _scene(sim, zfs_pool, module_si, tmp_path, "app", "db")
+@dataclasses.dataclass
+class InFlight:
+    """A snapshot run behind a proxy, caught with one slow VM's call on the wire."""
+
+    env: EngineEnv
+    cli: CliEnv
+    front: proxy.Proxy
+    proc: subprocess.Popen
+    slow_name: str
+    name: str
+
+
+def _snapshot_in_flight(sim, zfs_pool, module_si, directory: Path, proxies: list[proxy.Proxy], moment: str,
+                        name: str, engine: dict[str, int] | None = None) -> InFlight:
+    """Start ``vmware-coord snapshot`` behind a proxy; return once the slow VM's create
+    (mid-begin) or remove (mid-end) is held by the server."""
+    env = _scene(sim, zfs_pool, module_si, directory, "app", "db")
     slow = env.vm("slow")
     slow_name = slow.name   # read now: a property read waits while the VM's delayed call holds it
     method = "CreateSnapshotEx_Task" if moment == "mid-begin" else "RemoveSnapshot_Task"
     inventory.set_extra_config(slow, {f"vcsim.delay.{method}": "3000"})
     front = proxy.start((sim.host, sim.port))
     proxies.append(front)
-    cli = _cli_behind(env, tmp_path, port=front.port)
+    cli = _cli_behind(env, directory, port=front.port, engine=engine)
     _create_policy(cli)
-
-    name = moment.replace("-", "")
     proc = cli.start("--json", "snapshot", env.dataset, "--name", name)
     if moment == "mid-begin":
         _wait_for(lambda: _query(cli.journal_path(), "SELECT 1 FROM actions WHERE vm_name = ?",
@@ -298,6 +311,23 @@ def test_vcenter_killed_in_flight(sim, zfs_pool, module_si, tmp_path, proxies, m
         _wait_for(lambda: _query(cli.journal_path(), "SELECT 1 FROM runs WHERE snapshot IS NOT NULL"),
                   "the end phase")
     time.sleep(0.5)   # the slow call is on the wire, held by the server
+    return InFlight(env, cli, front, proc, slow_name, name)
+
+
+def _reconcile_leaves_nothing(run: InFlight) -> None:
+    """With vCenter answering again, reconcile removes every snapshot and starts every VM."""
+    rec = run.cli.run("--json", "reconcile")
+    _no_traceback(rec.stderr)
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    assert run.env.product_snapshots() == [], rec.stdout
+    assert _powered_off(run.env) == [], rec.stdout
+    assert json.loads(rec.stdout)["still_open"] == 0
+
+
+@pytest.mark.parametrize("moment", ["mid-begin", "mid-end"])
+def test_vcenter_killed_in_flight(sim, zfs_pool, module_si, tmp_path, proxies, moment: str) -> None:
+    run = _snapshot_in_flight(sim, zfs_pool, module_si, tmp_path, proxies, moment, moment.replace("-", ""))
+    env, front, proc, slow_name, name = run.env, run.front, run.proc, run.slow_name, run.name
     front.kill()
     killed_at = time.monotonic()
     out, err = _finish(proc, timeout=180)
@@ -329,12 +359,50 @@ def test_vcenter_killed_in_flight(sim, zfs_pool, module_si, tmp_path, proxies, m
     else:
         time.sleep(3)
     proxies.append(front.restart())
-    rec = cli.run("--json", "reconcile")
-    _no_traceback(rec.stderr)
-    assert rec.returncode == 0, rec.stdout + rec.stderr
-    assert env.product_snapshots() == [], rec.stdout
-    assert _powered_off(env) == [], rec.stdout
-    assert json.loads(rec.stdout)["still_open"] == 0
+    _reconcile_leaves_nothing(run)
+
+
+# A hung vCenter (or a network that drops packets) answers nothing: every call waits for its
+# socket timeout (60 s here, the default), one after another. The deadlines bound the run.
+HUNG_DEADLINE_S = 10
+
+
+@pytest.mark.parametrize("moment", ["mid-begin", "mid-end"])
+def test_vcenter_hung_in_flight(sim, zfs_pool, module_si, tmp_path, proxies, moment: str) -> None:
+    started = time.monotonic()
+    run = _snapshot_in_flight(sim, zfs_pool, module_si, tmp_path, proxies, moment,
+                              f"hung{moment.replace('-', '')}", engine={
+                                  "begin_deadline_seconds": HUNG_DEADLINE_S,
+                                  "vm_deadline_seconds": HUNG_DEADLINE_S,
+                                  "end_deadline_seconds": HUNG_DEADLINE_S})
+    env, cli, front, proc, slow_name, name = (run.env, run.cli, run.front, run.proc, run.slow_name, run.name)
+    front.freeze()
+    try:
+        out, err = _finish(proc, timeout=240)
+        took = time.monotonic() - started
+    finally:
+        front.thaw()
+    print(f"{moment}: exit {proc.returncode} {took:.1f} s after the run started, the vCenter hung")
+    _no_traceback(err)
+    report = json.loads(out)
+    # The begin and the end deadline, a grace for closing each session, the settling of the
+    # create in doubt (its session cannot even be opened): well under one socket timeout each.
+    assert took < 3 * HUNG_DEADLINE_S + 25, f"{moment}: the run took {took:.0f} s against a hung vCenter"
+    assert proc.returncode == 1, f"{moment}: exit {proc.returncode}:\n{err}"
+    snapshot = f"{env.dataset}@{name}"
+    assert snapshot in env.pool.snapshots(env.dataset)
+    outcome = {v["name"]: v for v in report["vms"]}
+    if moment == "mid-begin":
+        assert env.pool.get(snapshot, PROP_VMSYNCED) == "N" and report["vmsynced"] is False
+        assert outcome[slow_name]["consistency"] == "crash"
+    else:
+        assert env.pool.get(snapshot, PROP_VMSYNCED) == "Y" and report["vmsynced"] is True
+    assert report["leftovers"] or report["in_doubt"], report
+
+    _wait_for(lambda: _query(cli.journal_path(), "SELECT 1 FROM runs WHERE ended_at IS NOT NULL"),
+              "the run's end in the journal")
+    time.sleep(3)   # the server finishes what it was given before the hang
+    _reconcile_leaves_nothing(run)
 
 
 # --- c. the state directory read-only, full, corrupted ------------------------------------------

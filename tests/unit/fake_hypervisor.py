@@ -14,7 +14,10 @@ Troubles are set per (operation, VM) with ``trouble(operation, vm, kind)``, wher
 ``lose`` (the effect happens, the caller gets NoAnswer), ``lose_late`` (the caller gets
 NoAnswer at once, the effect happens after the delay: a create VMware finishes after the
 caller gave up), ``hang`` (the task runs until cancelled), and ``delay(operation, vm,
-seconds)`` makes the task take that long.
+seconds)`` makes the task take that long. ``stop_answering()`` stands for a vCenter that
+hangs, or a network that drops its packets (tests/integration/test_fault_injection.py
+freezes a proxy in front of the simulator for the real thing): every call, login, logout
+and cancel blocks, and waits see no update, until ``answer_again()``.
 
 A libvirt host (``FakeVcenter(..., guests=True)``) stands for what ``libvirt/hypervisor.py``
 shows of a real one (tests/integration/test_libvirt_guest.py runs the real thing): guests
@@ -115,6 +118,8 @@ class FakeVcenter:
         self.calls: list[tuple[str, str]] = []
         self.before_call: Callable[[str, str], None] | None = None
         self.unreachable = False
+        self.answering = threading.Event()
+        self.answering.set()
         self.sessions_open = 0
         self.clock = clock
         self.lock = threading.RLock()
@@ -130,6 +135,12 @@ class FakeVcenter:
 
     def delay(self, operation: str, vm: str, seconds: float) -> None:
         self.delays[(operation, self._moref(vm))] = seconds
+
+    def stop_answering(self) -> None:
+        self.answering.clear()
+
+    def answer_again(self) -> None:
+        self.answering.set()
 
     def _moref(self, vm: str) -> str:
         """A VM's moref from its name or moref; other targets ("inventory", "states") as given."""
@@ -171,6 +182,7 @@ class FakeVcenter:
             self.calls.append((operation, target))
         if self.before_call is not None:
             self.before_call(operation, target)
+        self.answering.wait()
         trouble = self.troubles.get((operation, target))
         if trouble is not None and trouble.kind == "refuse":
             raise Refused(f"{trouble.fault_type}: injected", trouble.fault_type)
@@ -303,12 +315,17 @@ class FakeHypervisor:
         if self.vc.unreachable:
             raise NoAnswer("no answer from VMware: connection refused", "ConnectionRefusedError")
         task: _Task = handle.ref  # type: ignore[assignment]
-        return task.outcome if task.done.wait(max(0.0, timeout)) else None
+        started = time.monotonic()
+        if not self.vc.answering.wait(max(0.0, timeout)):
+            return None   # no update comes from a vCenter that does not answer
+        return task.outcome if task.done.wait(max(0.0, timeout - (time.monotonic() - started))) else None
 
     def cancel(self, handle: TaskHandle) -> None:
+        self.vc.answering.wait()
         handle.ref.cancel()  # type: ignore[attr-defined]
 
     def close(self) -> None:
+        self.vc.answering.wait()
         if not self.closed:
             self.closed = True
             with self.vc.lock:
@@ -357,6 +374,7 @@ class FakeConnector:
         vc = self.vcenters[endpoint_id]
         if vc.unreachable:
             raise Unavailable("cannot connect while logging in: connection refused")
+        vc.answering.wait()
         with vc.lock:
             vc.sessions_open += 1
         return FakeGuestHypervisor(vc) if vc.guests else FakeHypervisor(vc)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import factories as f
 import pytest
 from fake_hypervisor import FakeConnector, FakeVcenter
 from truenas_vmware_coord.domain.model import PowerState
+from truenas_vmware_coord.engine import sessions
 from truenas_vmware_coord.engine.config import EngineConfig
 from truenas_vmware_coord.engine.coordinator import Coordinator
 from truenas_vmware_coord.engine.journal import ActionState, Journal, JournalError
@@ -191,6 +193,78 @@ def test_the_vcenter_lost_during_end_leaves_an_honest_report_and_reconcile_clean
     result = coordinator.reconcile(sweep=False)
     assert result["still_open"] == 0
     assert world.vc.marked_snapshots() == [] and world.vc.not_running() == []
+
+
+@pytest.fixture
+def hung(world, monkeypatch) -> Iterator[FakeVcenter]:
+    """A vCenter that will stop answering; whatever is blocked on it is let go at the end."""
+    monkeypatch.setattr(sessions, "CLOSE_GRACE_S", 0.3)
+    yield world.vc
+    world.vc.answer_again()
+
+
+def test_a_vcenter_that_hangs_during_end_holds_it_for_the_end_deadline_only(world, hung):
+    coordinator = world.coordinator(f.policy(ladder=["power_off"], match={"name_glob": "db"}),
+                                    end_deadline_s=1.0)
+    context = coordinator.begin("tank/vm")
+    hung.stop_answering()
+    started = time.monotonic()
+    report = coordinator.end(context, "tank/vm@snap")
+    took = time.monotonic() - started
+    assert took < 1.0 + 2 * sessions.CLOSE_GRACE_S + 0.5, f"end took {took:.1f} s"
+    assert {v["name"]: v["undo"] for v in report["vms"] if v["undo"]} == {
+        "app1": "remove_failed", "app2": "remove_failed", "scratch": "remove_failed", "db": "power_on_failed"}
+    assert len(report["leftovers"]) == 4 and report["vmsynced"] is True
+    assert {state for _, state in world.journal_states()} == {ActionState.UNDO_FAILED}
+    assert "clean-up deadline" in Journal(world.journal_path).actions()[0].error
+
+    hung.answer_again()   # what was on the wire lands; reconcile finishes the rest
+    assert coordinator.reconcile(sweep=False)["still_open"] == 0
+    assert world.vc.marked_snapshots() == [] and world.vc.not_running() == []
+
+
+def test_a_vcenter_that_hangs_during_begin_lets_the_snapshot_go_within_the_deadlines(world, hung):
+    def hang_at_the_second_create(operation: str, target: str) -> None:
+        if operation == "snapshot" and target == "vm-app2":
+            hung.stop_answering()
+
+    hung.before_call = hang_at_the_second_create
+    coordinator = world.coordinator(begin_deadline_s=1.0, vm_deadline_s=1.0, end_deadline_s=1.0,
+                                    limits=Limits(total=1, per_host=1, per_datastore=1))
+    props: list[str] = []
+    started = time.monotonic()
+    report = coordinator.run("tank/vm", taken(props))
+    took = time.monotonic() - started
+    assert took < 2.0 + 2 * sessions.CLOSE_GRACE_S + 0.5, f"the run took {took:.1f} s"
+    assert props == ["N"] and report["snapshot"] == "tank/vm@snap"
+    # app1's snapshot was made before the hang, but what VMware did could not be read back.
+    assert outcome(report, "app1")["attempts"][0]["result"] == "ok"
+    assert {v["consistency"] for v in report["vms"]} == {"crash", "powered_off"}
+    assert any("app1" in left for left in report["leftovers"]), report["leftovers"]
+
+    hung.before_call = None
+    hung.answer_again()
+    time.sleep(0.2)   # the create that was on the wire lands
+    assert coordinator.reconcile(sweep=True)["still_open"] == 0
+    assert world.vc.marked_snapshots() == [] and world.vc.not_running() == []
+
+
+def test_reconcile_against_a_hung_vcenter_gives_up_at_its_deadline(world, hung):
+    coordinator = world.coordinator(end_deadline_s=1.0)
+    context = coordinator.begin("tank/vm")
+    journal = Journal(world.journal_path)
+    journal._db.execute("UPDATE runs SET owner_pid = ? WHERE run_id = ?", (_dead_pid(), context.run_id))
+    hung.stop_answering()
+    started = time.monotonic()
+    result = coordinator.reconcile(sweep=True)
+    took = time.monotonic() - started
+    # The undo and the sweep each have the end deadline: a session not even opened in it.
+    assert took < 2 * 1.0 + 1.0, f"reconcile took {took:.1f} s"
+    assert result["unreachable"] == [f.VC_EP] and result["still_open"] == 4
+    assert f.VC_EP in result["endpoint_errors"]
+    hung.answer_again()
+    assert coordinator.reconcile(sweep=False)["still_open"] == 0
+    assert world.vc.marked_snapshots() == []
 
 
 def test_reconcile_leaves_a_live_run_alone_and_finishes_a_dead_one(world, tmp_path):

@@ -7,7 +7,9 @@ so a client that pins the simulator's certificate still sees that certificate. O
 listening it prints ``proxy ready port=<port> pid=<pid>``. Killing the process (SIGKILL,
 by its pid) drops every connection at once, as a vCenter that dies or a network that
 goes away would; started again on the same port (SO_REUSEADDR, so connections the dead
-one left in TIME_WAIT do not block the bind) it serves new connections again.
+one left in TIME_WAIT do not block the bind) it serves new connections again. Stopping it
+(SIGSTOP) is a vCenter that hangs, or a network that drops packets: the kernel still
+accepts connections, but no byte comes back on any of them until it is continued.
 """
 
 from __future__ import annotations
@@ -112,8 +114,16 @@ class Proxy:
         self.process.wait(10)
         self._close()
 
+    def freeze(self) -> None:
+        """SIGSTOP: every connection, open or new, gets no answer until ``thaw``."""
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process.poll() is None:
+            os.kill(self.pid, signal.SIGCONT)   # a frozen proxy cannot act on SIGTERM
             os.kill(self.pid, signal.SIGTERM)
             try:
                 self.process.wait(10)
