@@ -226,7 +226,7 @@ class _Undoing:
         self._deadline = deadline
         self._found_out = found_out
         self._lock = threading.Lock()
-        self._ended: set[int] = set()   # id() of the actions whose end is journaled
+        self._ended: set[int] = set()   # id() of the actions whose end a worker journals
         self._given_up = False
 
     def one(self, hv: Hypervisor, action: ActionRecord, where: tuple[str | None, tuple[str, ...]]
@@ -237,18 +237,24 @@ class _Undoing:
                 operations = UndoVmOperations(hv, action.vm_moref, self._deadline)
                 undone = module.undo(operations, action.snapshot_moref)
         except SlotTimeout as exc:
-            with self._lock:
-                self._ended.add(id(action))
-                return _left_open(self._parts, action, str(exc))
+            self._ending(action)
+            return _left_open(self._parts, action, str(exc))
+        self._ending(action, undone.verdict)
+        # Journaled outside the lock, so that the group commit batches the workers' writes.
+        if undone.closed:
+            _record(self._parts, action, ActionState.CLOSED)
+        else:
+            _record(self._parts, action, ActionState.UNDO_FAILED, error=undone.error)
+        return action, undone.word
+
+    def _ending(self, action: ActionRecord, verdict: Verdict | None = None) -> None:
+        """The action's end is this worker's to journal: ``give_up`` now leaves it alone,
+        or has journaled its own word already, which this worker's then follows. The
+        verdict reaches the phase only while it still listens."""
         with self._lock:
             self._ended.add(id(action))
-            if undone.verdict is not None and not self._given_up:
-                self._found_out[(action.endpoint_id, action.vm_moref)] = undone.verdict
-            if undone.closed:
-                _record(self._parts, action, ActionState.CLOSED)
-            else:
-                _record(self._parts, action, ActionState.UNDO_FAILED, error=undone.error)
-        return action, undone.word
+            if verdict is not None and not self._given_up:
+                self._found_out[(action.endpoint_id, action.vm_moref)] = verdict
 
     def give_up(self, unfinished: list[ActionRecord]) -> Undone:
         """The undos still without an answer at the deadline: left open for reconcile."""
